@@ -1,0 +1,215 @@
+"""The one place that calls Claude: build the request, stream it, sum the usage.
+
+A turn is a loop so agent mode is an extension, not a rewrite: while Claude answers with
+`tool_use` and tools are configured, run them, send back `tool_result`, and call again.
+Every call lands in the meter (also when cancelled mid-stream), so a task's usage is complete.
+"""
+
+from __future__ import annotations
+
+import copy
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+import anthropic
+
+from fleetgram.claude.pricing import Price, price_for, with_cost
+from fleetgram.domain import Usage
+from fleetgram.store.base import ApiCall
+
+_CACHE = {"type": "ephemeral"}
+
+
+class Tool(Protocol):
+    name: str
+    description: str
+    input_schema: dict[str, Any]
+
+    async def run(self, tool_input: dict[str, Any]) -> str: ...
+
+
+@dataclass
+class UsageMeter:
+    """Collects the API calls of one task as they finish (or are cut short)."""
+
+    task_id: str | None
+    worker: str
+    calls: list[ApiCall] = field(default_factory=list)
+
+    @property
+    def total(self) -> Usage:
+        total = Usage()
+        for call in self.calls:
+            total = total + call.usage
+        return total
+
+
+@dataclass(frozen=True)
+class TurnOutcome:
+    text: str
+    turns: list[dict[str, Any]]  # to append to the conversation: user, assistant (, tool rounds)
+    stop_reason: str | None
+
+
+def user_turn(text: str) -> dict[str, Any]:
+    return {"role": "user", "content": [{"type": "text", "text": text}]}
+
+
+def with_cache_breakpoint(messages: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Mark the end of the history so the next call reads it from the prompt cache.
+
+    The breakpoint goes on the last block of the message before the newest user turn; with
+    the system prompt's breakpoint that makes two of the API's four.
+    """
+    if len(messages) < 2:
+        return messages
+    marked = copy.deepcopy(messages)
+    blocks = marked[-2]["content"]
+    if isinstance(blocks, str):
+        marked[-2]["content"] = [{"type": "text", "text": blocks, "cache_control": _CACHE}]
+    elif blocks:
+        blocks[-1]["cache_control"] = _CACHE
+    return marked
+
+
+def _usage_of(raw: Any) -> Usage:
+    if raw is None:
+        return Usage()
+    return Usage(
+        input_tokens=getattr(raw, "input_tokens", 0) or 0,
+        output_tokens=getattr(raw, "output_tokens", 0) or 0,
+        cache_read_tokens=getattr(raw, "cache_read_input_tokens", 0) or 0,
+        cache_write_tokens=getattr(raw, "cache_creation_input_tokens", 0) or 0,
+    )
+
+
+def _content_blocks(message: Any) -> list[dict[str, Any]]:
+    blocks = []
+    for block in message.content:
+        blocks.append(block.model_dump(exclude_none=True))
+    return blocks
+
+
+class ClaudeRunner:
+    def __init__(
+        self,
+        client: anthropic.AsyncAnthropic,
+        *,
+        model: str,
+        max_tokens: int,
+        system_prompt: str,
+        price: Price | None = None,
+        tools: Sequence[Tool] = (),
+        max_tool_rounds: int = 20,
+    ) -> None:
+        self._client = client
+        self.model = model
+        self._max_tokens = max_tokens
+        self._system = [{"type": "text", "text": system_prompt, "cache_control": _CACHE}]
+        self._price = price_for(model, price)
+        self._tools = {tool.name: tool for tool in tools}
+        self._max_tool_rounds = max_tool_rounds
+
+    async def run(
+        self,
+        history: Sequence[dict[str, Any]],
+        prompt: str,
+        *,
+        on_text: Callable[[str], None],
+        meter: UsageMeter,
+    ) -> TurnOutcome:
+        new_turns: list[dict[str, Any]] = [user_turn(prompt)]
+        texts: list[str] = []
+        stop_reason: str | None = None
+        for _ in range(self._max_tool_rounds + 1):
+            message = await self._call(list(history) + new_turns, on_text, meter)
+            blocks = _content_blocks(message)
+            new_turns.append({"role": "assistant", "content": blocks})
+            texts.extend(b["text"] for b in blocks if b.get("type") == "text")
+            stop_reason = message.stop_reason
+            if stop_reason != "tool_use" or not self._tools:
+                break
+            new_turns.append({"role": "user", "content": await self._run_tools(blocks)})
+        return TurnOutcome("".join(texts), new_turns, stop_reason)
+
+    async def _call(
+        self, messages: list[dict[str, Any]], on_text: Callable[[str], None], meter: UsageMeter
+    ) -> Any:
+        request: dict[str, Any] = {
+            "model": self.model,
+            "max_tokens": self._max_tokens,
+            "system": self._system,
+            "messages": with_cache_breakpoint(messages),
+        }
+        if self._tools:
+            request["tools"] = [
+                {"name": t.name, "description": t.description, "input_schema": t.input_schema}
+                for t in self._tools.values()
+            ]
+        started = time.monotonic()
+        stream_ref: list[Any] = []
+        try:
+            async with self._client.messages.stream(**request) as stream:
+                stream_ref.append(stream)
+                async for event in stream:
+                    if event.type == "text":
+                        on_text(event.text)
+                message = await stream.get_final_message()
+        except BaseException:
+            # Cut short (cancelled or failed mid-stream): bill what the API reported so far.
+            snapshot = stream_ref[0]._current_snapshot_or_none() if stream_ref else None
+            if snapshot is not None:
+                self._record(meter, snapshot.usage, None, started)
+            raise
+        self._record(meter, message.usage, message.stop_reason, started)
+        return message
+
+    def _record(self, meter: UsageMeter, raw: Any, stop_reason: str | None, started: float) -> None:
+        usage = with_cost(_usage_of(raw), self._price)
+        meter.calls.append(
+            ApiCall(meter.task_id, meter.worker, self.model, usage, stop_reason,
+                    round(time.monotonic() - started, 3))
+        )
+
+    async def _run_tools(self, blocks: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        results = []
+        for block in blocks:
+            if block.get("type") != "tool_use":
+                continue
+            tool = self._tools.get(block["name"])
+            if tool is None:
+                content, is_error = f"unknown tool {block['name']}", True
+            else:
+                try:
+                    content, is_error = await tool.run(block.get("input", {})), False
+                except Exception as exc:  # a failing tool is Claude's to handle, not ours
+                    content, is_error = f"{type(exc).__name__}: {exc}", True
+            results.append(
+                {"type": "tool_result", "tool_use_id": block["id"], "content": content,
+                 "is_error": is_error}
+            )
+        return results
+
+
+def make_client(
+    api_key: str, base_url: str | None, *, timeout: float, max_retries: int
+) -> anthropic.AsyncAnthropic:
+    return anthropic.AsyncAnthropic(
+        api_key=api_key, base_url=base_url, timeout=timeout, max_retries=max_retries
+    )
+
+
+def describe_error(exc: BaseException) -> str:
+    """A one-line reason for the chats, without secrets."""
+    if isinstance(exc, anthropic.APIStatusError):
+        kind = {429: "rate limited", 529: "overloaded", 401: "API key refused"}.get(
+            exc.status_code, f"HTTP {exc.status_code}"
+        )
+        return f"Claude API error: {kind} (after retries)"
+    if isinstance(exc, anthropic.APITimeoutError):
+        return "Claude API timed out (after retries)"
+    if isinstance(exc, anthropic.APIConnectionError):
+        return "Claude API unreachable (after retries)"
+    return f"{type(exc).__name__}: {str(exc)[:200]}"

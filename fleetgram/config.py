@@ -1,0 +1,238 @@
+"""One configuration object, built from the environment (and `.env`) and validated at start-up.
+
+Every error names the setting that is wrong, so a typo in `.env` is a one-line fix.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from enum import StrEnum
+from pathlib import Path
+
+from fleetgram.domain import slot_name
+
+DEFAULT_MODEL = "claude-sonnet-5-5"
+DEFAULT_SYSTEM_PROMPT = (
+    "You are a capable assistant working as one of several parallel workers. "
+    "The user reads your answer in Telegram on a phone: be direct, use Markdown sparingly "
+    "(headings, lists, code blocks), and put code in fenced blocks."
+)
+
+
+class ConfigError(ValueError):
+    def __init__(self, setting: str, problem: str) -> None:
+        super().__init__(f"{setting}: {problem}")
+        self.setting = setting
+        self.problem = problem
+
+
+class Mode(StrEnum):
+    SINGLE = "single"
+    KUBERNETES = "kubernetes"
+
+
+@dataclass(frozen=True)
+class Settings:
+    master_bot_token: str
+    worker_token_pool: tuple[str, ...]
+    allowed_user_ids: frozenset[int]
+    anthropic_api_key: str
+    anthropic_base_url: str | None = None
+    claude_model: str = DEFAULT_MODEL
+    claude_max_tokens: int = 4096
+    claude_system_prompt: str = DEFAULT_SYSTEM_PROMPT
+    claude_timeout: float = 600.0
+    claude_max_retries: int = 4
+    min_workers: int = 1
+    max_workers: int = 5
+    scale_up_threshold: int = 3
+    scale_down_delay: float = 60.0
+    max_attempts: int = 3
+    worker_lease_seconds: float = 30.0
+    heartbeat_interval: float = 5.0
+    poll_interval: float = 0.5
+    stream_edit_interval: float = 1.0
+    database_url: str = "sqlite:///fleetgram.sqlite3"
+    telegram_api_url: str = "https://api.telegram.org"
+    mode: Mode = Mode.SINGLE
+    namespace: str = "default"
+    metrics_port: int = 0
+    log_level: str = "INFO"
+    extra: Mapping[str, str] = field(default_factory=dict)
+
+    @property
+    def slot_names(self) -> list[str]:
+        return [slot_name(i) for i in range(len(self.worker_token_pool))]
+
+    def token_for(self, slot: str) -> str:
+        return self.worker_token_pool[self.slot_names.index(slot)]
+
+    @property
+    def telegram_base_url(self) -> str:
+        return self.telegram_api_url.rstrip("/") + "/bot"
+
+    @property
+    def telegram_file_url(self) -> str:
+        return self.telegram_api_url.rstrip("/") + "/file/bot"
+
+
+def _int(env: Mapping[str, str], name: str, default: int, *, minimum: int | None = None,
+         maximum: int | None = None) -> int:
+    raw = env.get(name, "").strip()
+    if not raw:
+        return default
+    try:
+        value = int(raw)
+    except ValueError:
+        raise ConfigError(name, f"must be a whole number, got {raw!r}") from None
+    if minimum is not None and value < minimum:
+        raise ConfigError(name, f"must be at least {minimum}, got {value}")
+    if maximum is not None and value > maximum:
+        raise ConfigError(name, f"must be at most {maximum}, got {value}")
+    return value
+
+
+def _float(env: Mapping[str, str], name: str, default: float, *, minimum: float = 0.0) -> float:
+    raw = env.get(name, "").strip()
+    if not raw:
+        return default
+    try:
+        value = float(raw)
+    except ValueError:
+        raise ConfigError(name, f"must be a number of seconds, got {raw!r}") from None
+    if value < minimum:
+        raise ConfigError(name, f"must be at least {minimum}, got {value}")
+    return value
+
+
+def _looks_like_token(token: str) -> bool:
+    bot_id, _, secret = token.partition(":")
+    return bot_id.isdigit() and len(secret) >= 5
+
+
+def _required(env: Mapping[str, str], name: str, hint: str) -> str:
+    value = env.get(name, "").strip()
+    if not value:
+        raise ConfigError(name, f"is not set ({hint})")
+    return value
+
+
+def load_settings(
+    env: Mapping[str, str] | None = None,
+    *,
+    dotenv: Path | None = Path(".env"),
+    need_master: bool = True,
+    need_workers: bool = True,
+) -> Settings:
+    """Build Settings from `env` (default: os.environ, with `.env` filling gaps)."""
+    if env is None:
+        merged: dict[str, str] = {}
+        if dotenv is not None and dotenv.is_file():
+            from dotenv import dotenv_values
+
+            merged.update({k: v for k, v in dotenv_values(dotenv).items() if v is not None})
+        merged.update(os.environ)
+        env = merged
+
+    master = env.get("MASTER_BOT_TOKEN", "").strip()
+    if need_master:
+        master = _required(env, "MASTER_BOT_TOKEN", "the master bot's token from @BotFather")
+        if not _looks_like_token(master):
+            raise ConfigError("MASTER_BOT_TOKEN", "does not look like a bot token (123456:ABC...)")
+
+    pool_raw = env.get("WORKER_TOKEN_POOL", "")
+    pool = tuple(t.strip() for t in pool_raw.split(",") if t.strip())
+    if need_workers and not pool:
+        raise ConfigError("WORKER_TOKEN_POOL", "is not set (comma-separated worker bot tokens)")
+    for i, token in enumerate(pool):
+        if not _looks_like_token(token):
+            raise ConfigError(
+                "WORKER_TOKEN_POOL", f"entry {i + 1} does not look like a bot token (123456:ABC...)"
+            )
+    if len(set(pool)) != len(pool):
+        raise ConfigError("WORKER_TOKEN_POOL", "lists the same token twice")
+    if master and master in pool:
+        raise ConfigError("WORKER_TOKEN_POOL", "contains MASTER_BOT_TOKEN; each bot needs its own")
+
+    allowed_raw = env.get("ALLOWED_USER_IDS", "").strip()
+    if not allowed_raw:
+        raise ConfigError(
+            "ALLOWED_USER_IDS",
+            "is not set: list the Telegram user ids to serve (comma-separated); "
+            "fleetgram serves nobody without it",
+        )
+    allowed: set[int] = set()
+    for part in allowed_raw.split(","):
+        part = part.strip()
+        if not part:
+            continue
+        try:
+            allowed.add(int(part))
+        except ValueError:
+            raise ConfigError("ALLOWED_USER_IDS", f"{part!r} is not a numeric user id") from None
+    if not allowed:
+        raise ConfigError(
+            "ALLOWED_USER_IDS", "lists no user id; fleetgram serves nobody without one"
+        )
+
+    api_key = _required(env, "ANTHROPIC_API_KEY", "your Anthropic API key")
+
+    min_workers = _int(env, "MIN_WORKERS", 1, minimum=0)
+    max_workers = _int(env, "MAX_WORKERS", 5, minimum=1)
+    if min_workers > max_workers:
+        raise ConfigError("MIN_WORKERS", f"({min_workers}) exceeds MAX_WORKERS ({max_workers})")
+
+    database_url = env.get("DATABASE_URL", "").strip() or "sqlite:///fleetgram.sqlite3"
+    if not database_url.startswith(("sqlite:", "postgresql://", "postgres://")):
+        raise ConfigError(
+            "DATABASE_URL", "must start with sqlite:/// or postgresql:// (got another scheme)"
+        )
+
+    telegram_api_url = env.get("TELEGRAM_API_URL", "").strip() or "https://api.telegram.org"
+    if not telegram_api_url.startswith(("http://", "https://")):
+        raise ConfigError("TELEGRAM_API_URL", "must be an http(s) URL")
+
+    mode_raw = env.get("FLEETGRAM_MODE", "").strip().lower() or "single"
+    try:
+        mode = Mode(mode_raw)
+    except ValueError:
+        raise ConfigError("FLEETGRAM_MODE", "must be 'single' or 'kubernetes'") from None
+
+    level = env.get("LOG_LEVEL", "INFO").strip().upper() or "INFO"
+    if level not in {"DEBUG", "INFO", "WARNING", "ERROR"}:
+        raise ConfigError("LOG_LEVEL", "must be DEBUG, INFO, WARNING or ERROR")
+
+    lease = _float(env, "WORKER_LEASE_SECONDS", 30.0, minimum=1.0)
+    heartbeat = _float(env, "HEARTBEAT_INTERVAL", min(5.0, lease / 3), minimum=0.05)
+    if heartbeat >= lease:
+        raise ConfigError("HEARTBEAT_INTERVAL", "must be shorter than WORKER_LEASE_SECONDS")
+
+    return Settings(
+        master_bot_token=master,
+        worker_token_pool=pool,
+        allowed_user_ids=frozenset(allowed),
+        anthropic_api_key=api_key,
+        anthropic_base_url=env.get("ANTHROPIC_BASE_URL", "").strip() or None,
+        claude_model=env.get("CLAUDE_MODEL", "").strip() or DEFAULT_MODEL,
+        claude_max_tokens=_int(env, "CLAUDE_MAX_TOKENS", 4096, minimum=1, maximum=128000),
+        claude_system_prompt=env.get("CLAUDE_SYSTEM_PROMPT", "").strip() or DEFAULT_SYSTEM_PROMPT,
+        claude_timeout=_float(env, "CLAUDE_TIMEOUT", 600.0, minimum=1.0),
+        claude_max_retries=_int(env, "CLAUDE_MAX_RETRIES", 4, minimum=0, maximum=20),
+        min_workers=min_workers,
+        max_workers=max_workers,
+        scale_up_threshold=_int(env, "SCALE_UP_THRESHOLD", 3, minimum=0),
+        scale_down_delay=_float(env, "SCALE_DOWN_DELAY", 60.0),
+        max_attempts=_int(env, "MAX_ATTEMPTS", 3, minimum=1),
+        worker_lease_seconds=lease,
+        heartbeat_interval=heartbeat,
+        poll_interval=_float(env, "POLL_INTERVAL", 0.5, minimum=0.01),
+        stream_edit_interval=_float(env, "STREAM_EDIT_INTERVAL", 1.0, minimum=0.05),
+        database_url=database_url,
+        telegram_api_url=telegram_api_url,
+        mode=mode,
+        namespace=env.get("FLEETGRAM_NAMESPACE", "").strip() or "default",
+        metrics_port=_int(env, "METRICS_PORT", 0, minimum=0, maximum=65535),
+        log_level=level,
+    )

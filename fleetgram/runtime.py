@@ -1,0 +1,101 @@
+"""The worker runtime seam, single-host flavour: worker bots started and stopped in-process."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import Callable
+from typing import Protocol
+
+from fleetgram.claude.runner import ClaudeRunner
+from fleetgram.config import Settings
+from fleetgram.store.base import Store
+from fleetgram.worker.bot import WorkerBot
+
+log = logging.getLogger(__name__)
+
+
+class WorkerRuntime(Protocol):
+    async def start(self, slot: str) -> None:
+        """Begin starting the slot's worker; returns without waiting for it to be ready."""
+
+    async def stop(self, slot: str) -> None: ...
+
+    async def restart(self, slot: str) -> None: ...
+
+    def wake_all(self) -> None: ...
+
+    async def close(self) -> None: ...
+
+
+class InProcessRuntime:
+    def __init__(
+        self, settings: Settings, store: Store, runner_factory: Callable[[], ClaudeRunner]
+    ) -> None:
+        self.settings = settings
+        self.store = store
+        self.runner_factory = runner_factory
+        self.workers: dict[str, WorkerBot] = {}
+        self._starting: dict[str, asyncio.Task[None]] = {}
+
+    async def start(self, slot: str) -> None:
+        if slot in self.workers or slot in self._starting:
+            return
+        bot = WorkerBot(
+            slot, self.settings.token_for(slot), self.settings, self.store, self.runner_factory()
+        )
+        self._starting[slot] = asyncio.create_task(self._start(slot, bot), name=f"start-{slot}")
+
+    async def _start(self, slot: str, bot: WorkerBot) -> None:
+        try:
+            if await bot.start():
+                self.workers[slot] = bot
+        except Exception as exc:
+            log.exception("worker failed to start", extra={"worker": slot})
+            await self.store.update_slot(slot, error=f"could not start: {type(exc).__name__}")
+        finally:
+            self._starting.pop(slot, None)
+
+    async def stop(self, slot: str, *, drain: bool = True) -> None:
+        starting = self._starting.pop(slot, None)
+        if starting is not None:
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await starting
+        bot = self.workers.pop(slot, None)
+        if bot is not None:
+            await bot.stop(drain=drain)
+
+    async def restart(self, slot: str) -> None:
+        await self.stop(slot, drain=False)
+        await self.start(slot)
+
+    def wake_all(self) -> None:
+        for bot in self.workers.values():
+            bot.wake()
+
+    async def close(self) -> None:
+        slots = list(self.workers) + list(self._starting)
+        await asyncio.gather(
+            *(self.stop(slot, drain=False) for slot in slots), return_exceptions=True
+        )
+
+
+class ExternalRuntime:
+    """Workers run as their own processes (`fleetgram worker --slot workerN`): the master can
+    only record what it wants; scaling them is the operator's or the admin's job."""
+
+    async def start(self, slot: str) -> None:
+        log.info("worker wanted; start it with `fleetgram worker --slot %s`", slot)
+
+    async def stop(self, slot: str) -> None:
+        log.info("worker no longer wanted", extra={"worker": slot})
+
+    async def restart(self, slot: str) -> None:
+        return None
+
+    def wake_all(self) -> None:
+        return None
+
+    async def close(self) -> None:
+        return None

@@ -1,0 +1,147 @@
+"""The store's contract: the task queue seam, worker slots, the outbox and conversations.
+
+Two implementations keep the same behaviour: SQLite (the embedded default) and Postgres.
+Every state change that the user will hear about is written together with its outbox event
+in one transaction, so a crash can neither lose a task nor announce something untrue.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from enum import StrEnum
+from typing import Any, Protocol
+
+from fleetgram.domain import Event, Task, TaskState, Usage, WorkerSlot
+
+
+class CancelOutcome(StrEnum):
+    CANCELLED = "cancelled"  # was pending: it will never run
+    REQUESTED = "requested"  # is running: the worker stops it and reports
+    ALREADY_FINISHED = "already_finished"
+    NOT_FOUND = "not_found"
+    NOT_YOURS = "not_yours"
+
+
+@dataclass(frozen=True)
+class CancelResult:
+    outcome: CancelOutcome
+    task: Task | None
+
+
+@dataclass(frozen=True)
+class ApiCall:
+    """One Claude API call of a task; agent mode makes many per task."""
+
+    task_id: str | None
+    worker: str
+    model: str
+    usage: Usage
+    stop_reason: str | None = None
+    duration_s: float = 0.0
+
+
+class Store(Protocol):
+    # --- lifecycle -----------------------------------------------------------------------
+    async def open(self) -> None:
+        """Connect and apply pending migrations."""
+
+    async def close(self) -> None: ...
+
+    # --- task queue ----------------------------------------------------------------------
+    async def create_task(
+        self, task: Task, event: tuple[str, dict[str, Any]] | None = None
+    ) -> Task:
+        """Insert a pending task (and optionally an outbox event for it, same transaction)."""
+
+    async def get_task(self, task_id: str) -> Task | None: ...
+
+    async def list_tasks(
+        self,
+        states: Iterable[TaskState] | None = None,
+        *,
+        user_id: int | None = None,
+        worker: str | None = None,
+        limit: int = 100,
+    ) -> list[Task]:
+        """Tasks in queue order: priority, then age (created_at), then id."""
+
+    async def queue_position(self, task_id: str) -> int | None:
+        """1-based position among pending tasks in queue order; None if not pending."""
+
+    async def claim_next(self, worker: str, now: datetime) -> Task | None:
+        """Atomically take the first pending task in queue order that is unpinned or pinned to
+        `worker`: state -> assigned, worker set, attempts + 1, assigned_at = now.
+        Never gives one task to two claimers (Postgres FOR UPDATE SKIP LOCKED; SQLite one
+        writing transaction)."""
+
+    async def mark_running(self, task_id: str, worker: str, now: datetime) -> Task | None:
+        """assigned -> running if still assigned to `worker` and not cancel-requested."""
+
+    async def finish_task(
+        self,
+        task_id: str,
+        worker: str,
+        state: TaskState,
+        now: datetime,
+        *,
+        result: str | None = None,
+        error: str | None = None,
+        event: tuple[str, dict[str, Any]] | None = None,
+    ) -> Task | None:
+        """running/assigned -> completed|failed|cancelled, with the event, in one transaction.
+        Returns None (and changes nothing) if the task is no longer this worker's."""
+
+    async def request_cancel(
+        self, task_id: str, user_id: int | None, now: datetime
+    ) -> CancelResult:
+        """Pending: cancelled at once (with a 'cancelled' event). Assigned/running: sets
+        cancel_requested for the worker to act on. user_id None means an operator (no owner
+        check)."""
+
+    async def requeue_worker_tasks(
+        self, worker: str, now: datetime, *, max_attempts: int, reason: str
+    ) -> list[Task]:
+        """The worker died: each of its assigned/running tasks goes back to pending, or to
+        failed if it has used max_attempts attempts; each with a 'requeued'/'failed' event."""
+
+    async def record_api_call(self, call: ApiCall) -> None:
+        """Append the call to the usage ledger and add it to the task's totals."""
+
+    async def purge_finished(self, before: datetime) -> int: ...
+
+    # --- worker slots --------------------------------------------------------------------
+    async def ensure_slots(self, names: Sequence[str]) -> None:
+        """Create missing slot rows (all disabled)."""
+
+    async def get_slots(self) -> list[WorkerSlot]: ...
+
+    async def update_slot(self, name: str, **fields: Any) -> None:
+        """Set the given WorkerSlot fields (enabled, username, started_at, ready_at,
+        heartbeat_at, error, current_task, state_since)."""
+
+    # --- outbox --------------------------------------------------------------------------
+    async def add_event(
+        self, kind: str, payload: dict[str, Any], *, task_id: str | None = None,
+        chat_id: int | None = None,
+    ) -> int: ...
+
+    async def pending_events(self, limit: int = 50) -> list[Event]:
+        """Undelivered events, oldest first."""
+
+    async def mark_event_delivered(self, event_id: int) -> None: ...
+
+    # --- conversations (Messages API content blocks, kept as JSON) ----------------------
+    async def active_conversation(self, worker: str, user_id: int) -> int:
+        """The id of the worker's current conversation with the user, created if none."""
+
+    async def new_conversation(self, worker: str, user_id: int) -> int:
+        """Start a fresh conversation (the old one is kept, no longer active)."""
+
+    async def load_turns(self, conversation_id: int) -> list[dict[str, Any]]:
+        """[{"role": "user"|"assistant", "content": [content blocks]}] in order."""
+
+    async def append_turns(
+        self, conversation_id: int, turns: Sequence[dict[str, Any]], task_id: str | None
+    ) -> None: ...

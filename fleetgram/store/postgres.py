@@ -1,0 +1,104 @@
+"""The shared store: PostgreSQL through psycopg 3 and an async connection pool.
+
+Each writing operation is one transaction on one pooled connection. The claim takes its row with
+`FOR UPDATE SKIP LOCKED`, so concurrent claimers (any number of processes or hosts) each get a
+different task without waiting on one another.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Sequence
+from contextlib import asynccontextmanager
+from datetime import datetime
+from typing import Any
+
+from psycopg import AsyncConnection
+from psycopg.rows import dict_row
+from psycopg_pool import AsyncConnectionPool
+
+from fleetgram.store.dialect import POSTGRES
+from fleetgram.store.sql import Row, SqlStore, to_utc
+
+
+def _params(params: Sequence[Any]) -> tuple[Any, ...]:
+    return tuple(to_utc(p) if isinstance(p, datetime) else p for p in params)
+
+
+class _PostgresTx:
+    def __init__(self, conn: AsyncConnection[Any]) -> None:
+        self._conn = conn
+
+    async def execute(self, sql: str, *params: Any) -> int:
+        async with self._conn.cursor() as cursor:
+            await cursor.execute(POSTGRES.sql(sql), _params(params) if params else None)
+            return cursor.rowcount
+
+    async def fetchall(self, sql: str, *params: Any) -> list[Row]:
+        async with self._conn.cursor(row_factory=dict_row) as cursor:
+            await cursor.execute(POSTGRES.sql(sql), _params(params) if params else None)
+            return await cursor.fetchall() if cursor.description is not None else []
+
+    async def fetchone(self, sql: str, *params: Any) -> Row | None:
+        rows = await self.fetchall(sql, *params)
+        return rows[0] if rows else None
+
+
+class PostgresStore(SqlStore):
+    dialect = POSTGRES
+
+    def __init__(
+        self,
+        url: str,
+        *,
+        min_size: int = 1,
+        max_size: int = 10,
+        connect_timeout_s: float = 30.0,
+    ) -> None:
+        self.url = url
+        self.min_size = min_size
+        self.max_size = max_size
+        self.connect_timeout_s = connect_timeout_s
+        self._pool: AsyncConnectionPool[AsyncConnection[Any]] | None = None
+
+    async def open(self) -> None:
+        if self._pool is not None:
+            return
+        pool: AsyncConnectionPool[AsyncConnection[Any]] = AsyncConnectionPool(
+            self.url,
+            open=False,
+            min_size=self.min_size,
+            max_size=self.max_size,
+            timeout=self.connect_timeout_s,
+            kwargs={"autocommit": True},
+        )
+        try:
+            await pool.open(wait=True, timeout=self.connect_timeout_s)
+        except BaseException:
+            await pool.close()
+            raise
+        self._pool = pool
+        try:
+            await self._migrate()
+        except BaseException:
+            await self.close()
+            raise
+
+    async def close(self) -> None:
+        pool, self._pool = self._pool, None
+        if pool is not None:
+            await pool.close()
+
+    def _pool_or_fail(self) -> AsyncConnectionPool[AsyncConnection[Any]]:
+        if self._pool is None:
+            raise RuntimeError("the store is not open: await store.open() first")
+        return self._pool
+
+    @asynccontextmanager
+    async def _write(self) -> AsyncIterator[_PostgresTx]:
+        async with self._pool_or_fail().connection() as conn, conn.transaction():
+            yield _PostgresTx(conn)
+
+    @asynccontextmanager
+    async def _read(self) -> AsyncIterator[_PostgresTx]:
+        async with self._pool_or_fail().connection() as conn:
+            yield _PostgresTx(conn)

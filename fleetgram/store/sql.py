@@ -1,0 +1,673 @@
+"""The store's behaviour, written once in SQL that SQLite and Postgres share.
+
+`SqlStore` holds every query and the rules around them; a subclass supplies only connections:
+`_write()` (one writing transaction, serialized against other writers) and `_read()`. Each of
+them yields a `Tx`, whose queries use `?` placeholders and the markers of `dialect.Dialect`.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from abc import ABC, abstractmethod
+from collections.abc import Iterable, Mapping, Sequence
+from contextlib import AbstractAsyncContextManager
+from datetime import UTC, datetime
+from typing import Any, Protocol
+
+from fleetgram.domain import Event, Task, TaskSource, TaskState, Usage, WorkerSlot, utcnow
+from fleetgram.store.base import ApiCall, CancelOutcome, CancelResult
+from fleetgram.store.dialect import Dialect
+from fleetgram.store.migrate import load_migrations
+
+Row = Mapping[str, Any]
+
+
+class Tx(Protocol):
+    """One connection inside `_write()` / `_read()`."""
+
+    async def execute(self, sql: str, *params: Any) -> int:
+        """Run a statement; the number of rows it changed."""
+
+    async def fetchall(self, sql: str, *params: Any) -> list[Row]: ...
+
+    async def fetchone(self, sql: str, *params: Any) -> Row | None: ...
+
+
+class DuplicateTaskError(ValueError):
+    """create_task was given an id that is already taken (draw a new one and retry)."""
+
+
+def to_utc(value: datetime) -> datetime:
+    """An aware UTC datetime; a naive one is taken to be UTC already."""
+    if value.tzinfo is None:
+        return value.replace(tzinfo=UTC)
+    return value.astimezone(UTC)
+
+
+def _dt(value: Any) -> datetime | None:
+    """A stored time (Postgres: datetime; SQLite: ISO text) as an aware UTC datetime."""
+    if value is None:
+        return None
+    if isinstance(value, str):
+        value = datetime.fromisoformat(value)
+    return to_utc(value)
+
+
+def _required_dt(value: Any) -> datetime:
+    result = _dt(value)
+    if result is None:
+        raise ValueError("a required time is NULL")
+    return result
+
+
+_FINISHED = tuple(s.value for s in TaskState if s.finished)
+_ACTIVE = tuple(s.value for s in TaskState if s.active)
+
+_TASK_COLUMNS = (
+    "task_id, user_id, chat_id, title, prompt, priority, status, assigned_worker_id, result, "
+    "created_at, assigned_at, started_at, completed_at, source, pinned_worker, attempts, error, "
+    "cancel_requested, input_tokens, output_tokens, cache_read_tokens, cache_write_tokens, "
+    "cost_usd"
+)
+_QUEUE_ORDER = "ORDER BY priority, created_at, task_id"
+
+# WorkerSlot field -> workers column, for update_slot.
+_SLOT_COLUMNS = {
+    "enabled": "enabled",
+    "username": "telegram_username",
+    "started_at": "started_at",
+    "ready_at": "ready_at",
+    "heartbeat_at": "last_heartbeat",
+    "error": "error",
+    "current_task": "current_task_id",
+    "state_since": "state_since",
+}
+_SLOT_NUMBER = re.compile(r"^worker(\d+)$")
+
+
+def _task(row: Row) -> Task:
+    return Task(
+        id=row["task_id"],
+        user_id=row["user_id"],
+        chat_id=row["chat_id"],
+        prompt=row["prompt"],
+        title=row["title"],
+        priority=row["priority"],
+        state=TaskState(row["status"]),
+        source=TaskSource(row["source"]),
+        pinned_worker=row["pinned_worker"],
+        worker=row["assigned_worker_id"],
+        attempts=row["attempts"],
+        result=row["result"],
+        error=row["error"],
+        usage=Usage(
+            input_tokens=row["input_tokens"],
+            output_tokens=row["output_tokens"],
+            cache_read_tokens=row["cache_read_tokens"],
+            cache_write_tokens=row["cache_write_tokens"],
+            cost_usd=round(float(row["cost_usd"]), 6),
+        ),
+        cancel_requested=bool(row["cancel_requested"]),
+        created_at=_required_dt(row["created_at"]),
+        assigned_at=_dt(row["assigned_at"]),
+        started_at=_dt(row["started_at"]),
+        completed_at=_dt(row["completed_at"]),
+    )
+
+
+def _slot(row: Row) -> WorkerSlot:
+    return WorkerSlot(
+        name=row["worker_id"],
+        enabled=bool(row["enabled"]),
+        username=row["telegram_username"],
+        started_at=_dt(row["started_at"]),
+        ready_at=_dt(row["ready_at"]),
+        heartbeat_at=_dt(row["last_heartbeat"]),
+        error=row["error"],
+        current_task=row["current_task_id"],
+        state_since=_dt(row["state_since"]),
+    )
+
+
+def _slot_order(slot: WorkerSlot) -> tuple[int, str]:
+    """worker1, worker2, ..., worker10 (numeric, not text, order); other names after."""
+    match = _SLOT_NUMBER.match(slot.name)
+    return (int(match.group(1)) if match else 1 << 62, slot.name)
+
+
+def _event(row: Row) -> Event:
+    return Event(
+        id=row["id"],
+        kind=row["kind"],
+        task_id=row["task_id"],
+        chat_id=row["chat_id"],
+        payload=json.loads(row["payload"]),
+        created_at=_required_dt(row["created_at"]),
+    )
+
+
+def _marks(count: int) -> str:
+    return ", ".join("?" * count)
+
+
+class SqlStore(ABC):
+    """The `Store` over any engine that supplies `_write`, `_read`, `open` and `close`."""
+
+    dialect: Dialect
+
+    @abstractmethod
+    async def open(self) -> None: ...
+
+    @abstractmethod
+    async def close(self) -> None: ...
+
+    @abstractmethod
+    def _write(self) -> AbstractAsyncContextManager[Tx]:
+        """One writing transaction, committed on exit and rolled back on an exception."""
+
+    @abstractmethod
+    def _read(self) -> AbstractAsyncContextManager[Tx]:
+        """A connection for reading."""
+
+    # --- migrations ----------------------------------------------------------------------
+    async def _migrate(self) -> list[int]:
+        """Apply the migrations not yet recorded, each once and in its own transaction.
+        Returns the versions applied now."""
+        applied: list[int] = []
+        for migration in load_migrations():
+            async with self._write() as tx:
+                if self.dialect.migration_lock:
+                    await tx.execute(self.dialect.migration_lock)
+                await tx.execute(
+                    "CREATE TABLE IF NOT EXISTS schema_migrations ("
+                    "version INTEGER PRIMARY KEY, applied_at TIMESTAMPTZ NOT NULL)"
+                )
+                done = await tx.fetchone(
+                    "SELECT version FROM schema_migrations WHERE version = ?", migration.version
+                )
+                if done is not None:
+                    continue
+                for statement in migration.statements(self.dialect):
+                    await tx.execute(statement)
+                await tx.execute(
+                    "INSERT INTO schema_migrations (version, applied_at) VALUES (?, ?)",
+                    migration.version,
+                    utcnow(),
+                )
+                applied.append(migration.version)
+        return applied
+
+    async def applied_migrations(self) -> list[tuple[int, datetime]]:
+        """(version, applied_at) of each migration recorded as applied, in version order."""
+        async with self._read() as tx:
+            rows = await tx.fetchall(
+                "SELECT version, applied_at FROM schema_migrations ORDER BY version"
+            )
+        return [(row["version"], _required_dt(row["applied_at"])) for row in rows]
+
+    # --- task queue ----------------------------------------------------------------------
+    async def create_task(
+        self, task: Task, event: tuple[str, dict[str, Any]] | None = None
+    ) -> Task:
+        async with self._write() as tx:
+            taken = await tx.fetchone("SELECT task_id FROM tasks WHERE task_id = ?", task.id)
+            if taken is not None:
+                raise DuplicateTaskError(f"task id {task.id} is already taken")
+            row = await tx.fetchone(
+                f"INSERT INTO tasks ({_TASK_COLUMNS}) VALUES ({_marks(23)}) RETURNING *",
+                task.id,
+                task.user_id,
+                task.chat_id,
+                task.title,
+                task.prompt,
+                task.priority,
+                task.state.value,
+                task.worker,
+                task.result,
+                task.created_at,
+                task.assigned_at,
+                task.started_at,
+                task.completed_at,
+                task.source.value,
+                task.pinned_worker,
+                task.attempts,
+                task.error,
+                task.cancel_requested,
+                task.usage.input_tokens,
+                task.usage.output_tokens,
+                task.usage.cache_read_tokens,
+                task.usage.cache_write_tokens,
+                task.usage.cost_usd,
+            )
+            assert row is not None
+            created = _task(row)
+            if event is not None:
+                await self._insert_event(tx, event, created, created.created_at)
+        return created
+
+    async def get_task(self, task_id: str) -> Task | None:
+        async with self._read() as tx:
+            row = await tx.fetchone("SELECT * FROM tasks WHERE task_id = ?", task_id)
+        return _task(row) if row is not None else None
+
+    async def list_tasks(
+        self,
+        states: Iterable[TaskState] | None = None,
+        *,
+        user_id: int | None = None,
+        worker: str | None = None,
+        limit: int = 100,
+    ) -> list[Task]:
+        where: list[str] = []
+        params: list[Any] = []
+        if states is not None:
+            wanted = [TaskState(s).value for s in states]
+            if not wanted:
+                return []
+            where.append(f"status IN ({_marks(len(wanted))})")
+            params.extend(wanted)
+        if user_id is not None:
+            where.append("user_id = ?")
+            params.append(user_id)
+        if worker is not None:
+            where.append("assigned_worker_id = ?")
+            params.append(worker)
+        clause = f"WHERE {' AND '.join(where)} " if where else ""
+        async with self._read() as tx:
+            rows = await tx.fetchall(
+                f"SELECT * FROM tasks {clause}{_QUEUE_ORDER} LIMIT ?", *params, limit
+            )
+        return [_task(row) for row in rows]
+
+    async def queue_position(self, task_id: str) -> int | None:
+        async with self._read() as tx:
+            row = await tx.fetchone(
+                "SELECT (SELECT COUNT(*) FROM tasks AS other "
+                "        WHERE other.status = 'pending' AND NOT other.cancel_requested "
+                "        AND (other.priority, other.created_at, other.task_id) "
+                "          < (mine.priority, mine.created_at, mine.task_id)) AS ahead "
+                "FROM tasks AS mine WHERE mine.task_id = ? AND mine.status = 'pending'",
+                task_id,
+            )
+        return None if row is None else int(row["ahead"]) + 1
+
+    async def claim_next(self, worker: str, now: datetime) -> Task | None:
+        async with self._write() as tx:
+            row = await tx.fetchone(
+                "UPDATE tasks SET status = 'assigned', assigned_worker_id = ?, "
+                "attempts = attempts + 1, assigned_at = ? "
+                "WHERE task_id = ("
+                "  SELECT task_id FROM tasks WHERE status = 'pending' AND NOT cancel_requested "
+                "  AND (pinned_worker IS NULL OR pinned_worker = ?) "
+                f" {_QUEUE_ORDER} LIMIT 1{{skip_locked}}"
+                ") AND status = 'pending' RETURNING *",
+                worker,
+                now,
+                worker,
+            )
+        return _task(row) if row is not None else None
+
+    async def mark_running(self, task_id: str, worker: str, now: datetime) -> Task | None:
+        async with self._write() as tx:
+            row = await tx.fetchone(
+                "UPDATE tasks SET status = 'running', started_at = ? "
+                "WHERE task_id = ? AND assigned_worker_id = ? AND status = 'assigned' "
+                "AND NOT cancel_requested RETURNING *",
+                now,
+                task_id,
+                worker,
+            )
+        return _task(row) if row is not None else None
+
+    async def finish_task(
+        self,
+        task_id: str,
+        worker: str,
+        state: TaskState,
+        now: datetime,
+        *,
+        result: str | None = None,
+        error: str | None = None,
+        event: tuple[str, dict[str, Any]] | None = None,
+    ) -> Task | None:
+        if not TaskState(state).finished:
+            raise ValueError(f"finish_task needs a finished state, not {state!r}")
+        async with self._write() as tx:
+            row = await tx.fetchone(
+                "UPDATE tasks SET status = ?, result = ?, error = ?, completed_at = ? "
+                f"WHERE task_id = ? AND assigned_worker_id = ? AND status IN ({_marks(2)}) "
+                "RETURNING *",
+                TaskState(state).value,
+                result,
+                error,
+                now,
+                task_id,
+                worker,
+                *_ACTIVE,
+            )
+            if row is None:
+                return None
+            finished = _task(row)
+            if event is not None:
+                await self._insert_event(tx, event, finished, now)
+        return finished
+
+    async def request_cancel(
+        self, task_id: str, user_id: int | None, now: datetime
+    ) -> CancelResult:
+        async with self._write() as tx:
+            row = await tx.fetchone("SELECT * FROM tasks WHERE task_id = ?{for_update}", task_id)
+            if row is None:
+                return CancelResult(CancelOutcome.NOT_FOUND, None)
+            task = _task(row)
+            if user_id is not None and task.user_id != user_id:
+                return CancelResult(CancelOutcome.NOT_YOURS, None)
+            if task.state.finished:
+                return CancelResult(CancelOutcome.ALREADY_FINISHED, task)
+            if task.state is TaskState.PENDING:
+                row = await tx.fetchone(
+                    "UPDATE tasks SET status = 'cancelled', completed_at = ? "
+                    "WHERE task_id = ? RETURNING *",
+                    now,
+                    task_id,
+                )
+                assert row is not None
+                cancelled = _task(row)
+                by = "user" if user_id is not None else "operator"
+                await self._insert_event(tx, ("cancelled", {"by": by}), cancelled, now)
+                return CancelResult(CancelOutcome.CANCELLED, cancelled)
+            row = await tx.fetchone(
+                "UPDATE tasks SET cancel_requested = TRUE WHERE task_id = ? RETURNING *", task_id
+            )
+            assert row is not None
+            return CancelResult(CancelOutcome.REQUESTED, _task(row))
+
+    async def requeue_worker_tasks(
+        self, worker: str, now: datetime, *, max_attempts: int, reason: str
+    ) -> list[Task]:
+        changed: list[Task] = []
+        async with self._write() as tx:
+            rows = await tx.fetchall(
+                f"SELECT * FROM tasks WHERE assigned_worker_id = ? AND status IN ({_marks(2)}) "
+                f"{_QUEUE_ORDER}{{for_update}}",
+                worker,
+                *_ACTIVE,
+            )
+            for task in map(_task, rows):
+                if task.cancel_requested:
+                    # The user asked to stop it: it is not run again.
+                    row = await tx.fetchone(
+                        "UPDATE tasks SET status = 'cancelled', completed_at = ? "
+                        "WHERE task_id = ? RETURNING *",
+                        now,
+                        task.id,
+                    )
+                    kind, payload = "cancelled", {"by": "user", "reason": reason}
+                elif task.attempts >= max_attempts:
+                    error = f"{reason}; gave up after {task.attempts} attempts"
+                    row = await tx.fetchone(
+                        "UPDATE tasks SET status = 'failed', error = ?, completed_at = ? "
+                        "WHERE task_id = ? RETURNING *",
+                        error,
+                        now,
+                        task.id,
+                    )
+                    kind = "failed"
+                    payload = {"error": error, "attempts": task.attempts, "reason": reason}
+                else:
+                    row = await tx.fetchone(
+                        "UPDATE tasks SET status = 'pending', assigned_worker_id = NULL, "
+                        "assigned_at = NULL, started_at = NULL WHERE task_id = ? RETURNING *",
+                        task.id,
+                    )
+                    kind, payload = "requeued", {"attempts": task.attempts, "reason": reason}
+                assert row is not None
+                after = _task(row)
+                await self._insert_event(tx, (kind, {**payload, "worker": worker}), after, now)
+                changed.append(after)
+        return changed
+
+    async def record_api_call(self, call: ApiCall) -> None:
+        usage = call.usage
+        async with self._write() as tx:
+            await tx.execute(
+                "INSERT INTO api_calls (task_id, worker, model, input_tokens, output_tokens, "
+                "cache_read_tokens, cache_write_tokens, cost_usd, stop_reason, duration_s, "
+                f"created_at) VALUES ({_marks(11)})",
+                call.task_id,
+                call.worker,
+                call.model,
+                usage.input_tokens,
+                usage.output_tokens,
+                usage.cache_read_tokens,
+                usage.cache_write_tokens,
+                usage.cost_usd,
+                call.stop_reason,
+                call.duration_s,
+                utcnow(),
+            )
+            if call.task_id is not None:
+                await tx.execute(
+                    "UPDATE tasks SET input_tokens = input_tokens + ?, "
+                    "output_tokens = output_tokens + ?, "
+                    "cache_read_tokens = cache_read_tokens + ?, "
+                    "cache_write_tokens = cache_write_tokens + ?, cost_usd = cost_usd + ? "
+                    "WHERE task_id = ?",
+                    usage.input_tokens,
+                    usage.output_tokens,
+                    usage.cache_read_tokens,
+                    usage.cache_write_tokens,
+                    usage.cost_usd,
+                    call.task_id,
+                )
+
+    async def api_calls(self, task_id: str) -> list[ApiCall]:
+        """The ledger rows of a task, oldest first."""
+        async with self._read() as tx:
+            rows = await tx.fetchall(
+                "SELECT * FROM api_calls WHERE task_id = ? ORDER BY id", task_id
+            )
+        return [
+            ApiCall(
+                task_id=row["task_id"],
+                worker=row["worker"],
+                model=row["model"],
+                usage=Usage(
+                    row["input_tokens"],
+                    row["output_tokens"],
+                    row["cache_read_tokens"],
+                    row["cache_write_tokens"],
+                    round(float(row["cost_usd"]), 6),
+                ),
+                stop_reason=row["stop_reason"],
+                duration_s=float(row["duration_s"]),
+            )
+            for row in rows
+        ]
+
+    async def purge_finished(self, before: datetime) -> int:
+        """Delete finished tasks completed before `before`, and delivered events created before
+        it; the usage ledger and conversations are kept. Returns the number of tasks deleted."""
+        async with self._write() as tx:
+            deleted = await tx.execute(
+                f"DELETE FROM tasks WHERE status IN ({_marks(3)}) AND completed_at < ?",
+                *_FINISHED,
+                before,
+            )
+            await tx.execute(
+                "DELETE FROM events WHERE delivered_at IS NOT NULL AND created_at < ?", before
+            )
+        return deleted
+
+    # --- worker slots --------------------------------------------------------------------
+    async def ensure_slots(self, names: Sequence[str]) -> None:
+        async with self._write() as tx:
+            for name in names:
+                await self._ensure_slot(tx, name)
+
+    async def get_slots(self) -> list[WorkerSlot]:
+        async with self._read() as tx:
+            rows = await tx.fetchall("SELECT * FROM workers")
+        return sorted(map(_slot, rows), key=_slot_order)
+
+    async def update_slot(self, name: str, **fields: Any) -> None:
+        """Set the given WorkerSlot fields; a slot not yet known is created first."""
+        unknown = set(fields) - set(_SLOT_COLUMNS)
+        if unknown:
+            raise TypeError(f"update_slot got unknown fields: {', '.join(sorted(unknown))}")
+        async with self._write() as tx:
+            await self._ensure_slot(tx, name)
+            if fields:
+                assignments = ", ".join(f"{_SLOT_COLUMNS[f]} = ?" for f in fields)
+                await tx.execute(
+                    f"UPDATE workers SET {assignments} WHERE worker_id = ?",
+                    *fields.values(),
+                    name,
+                )
+
+    @staticmethod
+    async def _ensure_slot(tx: Tx, name: str) -> None:
+        await tx.execute(
+            "INSERT INTO workers (worker_id, display_name, enabled) VALUES (?, ?, FALSE) "
+            "ON CONFLICT (worker_id) DO NOTHING",
+            name,
+            name,
+        )
+
+    # --- outbox --------------------------------------------------------------------------
+    async def add_event(
+        self,
+        kind: str,
+        payload: dict[str, Any],
+        *,
+        task_id: str | None = None,
+        chat_id: int | None = None,
+    ) -> int:
+        async with self._write() as tx:
+            return await self._insert(tx, kind, payload, task_id, chat_id, utcnow())
+
+    async def pending_events(self, limit: int = 50) -> list[Event]:
+        async with self._read() as tx:
+            rows = await tx.fetchall(
+                "SELECT * FROM events WHERE delivered_at IS NULL ORDER BY id LIMIT ?", limit
+            )
+        return [_event(row) for row in rows]
+
+    async def mark_event_delivered(self, event_id: int) -> None:
+        async with self._write() as tx:
+            await tx.execute(
+                "UPDATE events SET delivered_at = ? WHERE id = ? AND delivered_at IS NULL",
+                utcnow(),
+                event_id,
+            )
+
+    async def _insert_event(
+        self, tx: Tx, event: tuple[str, dict[str, Any]], task: Task, now: datetime
+    ) -> int:
+        kind, payload = event
+        return await self._insert(tx, kind, payload, task.id, task.chat_id, now)
+
+    @staticmethod
+    async def _insert(
+        tx: Tx,
+        kind: str,
+        payload: dict[str, Any],
+        task_id: str | None,
+        chat_id: int | None,
+        now: datetime,
+    ) -> int:
+        row = await tx.fetchone(
+            "INSERT INTO events (kind, task_id, chat_id, payload, created_at) "
+            "VALUES (?, ?, ?, ?, ?) RETURNING id",
+            kind,
+            task_id,
+            chat_id,
+            json.dumps(payload),
+            now,
+        )
+        assert row is not None
+        return int(row["id"])
+
+    # --- conversations -------------------------------------------------------------------
+    async def active_conversation(self, worker: str, user_id: int) -> int:
+        async with self._write() as tx:
+            row = await tx.fetchone(
+                "SELECT id FROM conversations WHERE worker = ? AND user_id = ? AND active",
+                worker,
+                user_id,
+            )
+            if row is None:
+                # ON CONFLICT: another process may have just started one (unique while active).
+                row = await tx.fetchone(
+                    "INSERT INTO conversations (worker, user_id, active, created_at) "
+                    "VALUES (?, ?, TRUE, ?) ON CONFLICT DO NOTHING RETURNING id",
+                    worker,
+                    user_id,
+                    utcnow(),
+                )
+            if row is None:
+                row = await tx.fetchone(
+                    "SELECT id FROM conversations WHERE worker = ? AND user_id = ? AND active",
+                    worker,
+                    user_id,
+                )
+            assert row is not None
+            return int(row["id"])
+
+    async def new_conversation(self, worker: str, user_id: int) -> int:
+        async with self._write() as tx:
+            await tx.execute(
+                "UPDATE conversations SET active = FALSE "
+                "WHERE worker = ? AND user_id = ? AND active",
+                worker,
+                user_id,
+            )
+            row = await tx.fetchone(
+                "INSERT INTO conversations (worker, user_id, active, created_at) "
+                "VALUES (?, ?, TRUE, ?) RETURNING id",
+                worker,
+                user_id,
+                utcnow(),
+            )
+            assert row is not None
+            return int(row["id"])
+
+    async def load_turns(self, conversation_id: int) -> list[dict[str, Any]]:
+        async with self._read() as tx:
+            rows = await tx.fetchall(
+                "SELECT role, content FROM turns WHERE conversation_id = ? ORDER BY seq",
+                conversation_id,
+            )
+        return [{"role": row["role"], "content": json.loads(row["content"])} for row in rows]
+
+    async def append_turns(
+        self, conversation_id: int, turns: Sequence[dict[str, Any]], task_id: str | None
+    ) -> None:
+        if not turns:
+            return
+        async with self._write() as tx:
+            # Lock the conversation so that two appends cannot number their turns alike.
+            owner = await tx.fetchone(
+                "SELECT id FROM conversations WHERE id = ?{for_update}", conversation_id
+            )
+            if owner is None:
+                raise KeyError(f"no conversation {conversation_id}")
+            row = await tx.fetchone(
+                "SELECT COALESCE(MAX(seq), 0) AS last FROM turns WHERE conversation_id = ?",
+                conversation_id,
+            )
+            seq = int(row["last"]) if row is not None else 0
+            now = utcnow()
+            for turn in turns:
+                seq += 1
+                await tx.execute(
+                    "INSERT INTO turns (conversation_id, seq, role, content, task_id, created_at) "
+                    "VALUES (?, ?, ?, ?, ?, ?)",
+                    conversation_id,
+                    seq,
+                    turn["role"],
+                    json.dumps(turn["content"]),
+                    task_id,
+                    now,
+                )

@@ -1,0 +1,374 @@
+"""Show a growing answer in a Telegram chat by editing messages as the text arrives.
+
+``StreamingReply`` keeps the whole text and, from a background flusher task, brings the chat up
+to date at most once per ``min_interval``: the message being written is edited, and when the
+text outgrows it (per ``split_for_telegram``, which is prefix-stable, so a full message never
+changes again) that message gets its final edit and a new message is sent for the rest.
+
+Telegram conduct: every call passes ``parse_mode`` (HTML) itself; "can't parse entities" falls
+back to the plain text of that chunk; "message is not modified" is success; 429 is waited out
+(``retry_after``) and retried, so no text is ever dropped; timeouts and network errors are
+retried with backoff; 403 becomes ``ChatUnavailable``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import datetime as dtm
+import logging
+import time
+import warnings
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from typing import TypeVar
+
+import telegram
+from telegram.constants import ParseMode
+from telegram.error import BadRequest, Forbidden, NetworkError, RetryAfter, TelegramError
+from telegram.warnings import PTBDeprecationWarning
+
+from .formatting import escape, markdown_to_html, utf16_len, visible_length, visible_text
+from .splitting import DEFAULT_LIMIT, TELEGRAM_LIMIT, split_for_telegram
+
+__all__ = ["ChatUnavailable", "StreamingReply"]
+
+_LOG = logging.getLogger(__name__)
+_T = TypeVar("_T")
+
+PLACEHOLDER = "…"
+HEADER_MAX = 256  # UTF-16 units of the header line kept; longer headers are shortened
+_CLOSER_ROOM = 5  # a chunk may carry an invisible closing fence; its plain form shows it
+_NO_PREVIEW = telegram.LinkPreviewOptions(is_disabled=True)
+
+
+class ChatUnavailable(Exception):
+    """Telegram answered 403: the user never opened this bot, or blocked it."""
+
+    def __init__(self, chat_id: int, reason: str) -> None:
+        super().__init__(f"chat {chat_id} is unavailable: {reason}")
+        self.chat_id = chat_id
+        self.reason = reason
+
+
+@dataclass(frozen=True)
+class _Render:
+    """One message's content: as HTML, and as the plain text used when HTML is refused."""
+
+    html: str
+    plain: str
+
+
+def retry_after_seconds(error: RetryAfter) -> float:
+    """``RetryAfter.retry_after`` in seconds: PTB 22 gives an int (deprecated, with a warning)
+    or a ``datetime.timedelta`` (with ``PTB_TIMEDELTA=true``)."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", PTBDeprecationWarning)
+        value = error.retry_after
+    if isinstance(value, dtm.timedelta):
+        return value.total_seconds()
+    return float(value)
+
+
+def _shorten(text: str, units: int) -> str:
+    if utf16_len(text) <= units:
+        return text
+    out: list[str] = []
+    used = 1  # the ellipsis
+    for ch in text:
+        used += utf16_len(ch)
+        if used > units:
+            break
+        out.append(ch)
+    return "".join(out) + PLACEHOLDER
+
+
+class StreamingReply:
+    """A growing Markdown text shown in one chat, across as many messages as it needs."""
+
+    network_retries = 4  # per API call, on TimedOut / NetworkError
+    backoff_base = 0.5  # seconds before the first network retry, doubled after each
+    backoff_max = 8.0
+    final_attempts = 3  # whole final syncs tried when the network keeps failing
+    retry_margin = 0.05  # added to retry_after: timers may fire a little early
+
+    def __init__(
+        self,
+        bot: telegram.Bot,
+        chat_id: int,
+        *,
+        header: str = "",
+        min_interval: float = 1.0,
+        limit: int = DEFAULT_LIMIT,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self._bot = bot
+        self.chat_id = chat_id
+        self._header = _shorten(" ".join(header.split()), HEADER_MAX)
+        self._min_interval = min_interval
+        room = TELEGRAM_LIMIT - _CLOSER_ROOM
+        if self._header:
+            room -= utf16_len(self._header) + 1
+        self._limit = min(limit, room)
+        self._clock = clock
+        self.message_ids: list[int] = []
+        self._parts: list[str] = []
+        self._text = ""
+        self._shown: list[_Render] = []
+        self._plain: set[int] = set()  # messages whose HTML Telegram refused
+        self._dirty = asyncio.Event()
+        self._lock = asyncio.Lock()
+        self._task: asyncio.Task[None] | None = None
+        self._next_at = 0.0  # clock time before which the chat is not touched again
+        self._started = False
+        self._closed = False
+        self._error: ChatUnavailable | None = None
+
+    # ------------------------------------------------------------------ public interface
+    @property
+    def text(self) -> str:
+        """Everything appended so far."""
+        if self._parts:
+            self._text += "".join(self._parts)
+            self._parts.clear()
+        return self._text
+
+    async def start(self) -> None:
+        """Send the first message (the header and "…") now, then flush in the background.
+
+        Raises ``ChatUnavailable`` if Telegram answers 403."""
+        if self._started:
+            return
+        self._started = True
+        first = self._compose(0, "", "")
+        message = await self._deliver(None, first, plain=False)
+        self.message_ids.append(message.message_id)
+        self._shown.append(first)
+        self._next_at = self._clock() + self._min_interval
+        self._task = asyncio.create_task(self._flush_loop(), name=f"streaming-reply-{self.chat_id}")
+
+    def append(self, delta: str) -> None:
+        """Add text; returns at once. Ignored after ``finish`` or ``abort``."""
+        if self._closed:
+            _LOG.debug("chat %s: text appended after the reply was closed", self.chat_id)
+            return
+        if delta:
+            self._parts.append(delta)
+            self._dirty.set()
+
+    async def finish(self, footer: str = "") -> list[int]:
+        """Show the complete text (and ``footer`` after it) and return the message ids.
+
+        Waits out flood control and retries network errors rather than lose the final text;
+        raises ``ChatUnavailable`` on 403."""
+        await self._stop_flusher()
+        if self._error is not None:
+            raise self._error
+        if self._closed:
+            return list(self.message_ids)
+        self._closed = True
+        await self._final_sync(footer)
+        return list(self.message_ids)
+
+    async def abort(self, note: str) -> None:
+        """Stop streaming and show the text so far with ``note`` (e.g. "⏹ cancelled").
+
+        Meant for clean-up paths: Telegram errors are logged, not raised."""
+        await self._stop_flusher()
+        if self._closed or self._error is not None:
+            return
+        self._closed = True
+        try:
+            await self._final_sync(note)
+        except (ChatUnavailable, TelegramError) as error:
+            _LOG.warning("chat %s: could not show the aborted reply: %s", self.chat_id, error)
+
+    # ------------------------------------------------------------------ flushing
+    async def _flush_loop(self) -> None:
+        while True:
+            await self._dirty.wait()
+            delay = self._next_at - self._clock()
+            if delay > 0:
+                await asyncio.sleep(delay)
+            self._dirty.clear()
+            sync = asyncio.ensure_future(self._sync(final=False))
+            try:
+                await asyncio.shield(sync)
+            except asyncio.CancelledError:
+                # finish/abort: let a call in flight land, or a message could be sent that
+                # this object never learns about (and would send again).
+                await asyncio.wait({sync})
+                self._note_failure(sync)
+                raise
+            except ChatUnavailable as error:
+                self._error = error
+                return
+            except Exception as error:  # keep streaming; the next flush tries again
+                _LOG.warning("chat %s: flush failed: %r", self.chat_id, error)
+                self._next_at = self._clock() + max(self._min_interval, self.backoff_base)
+                self._dirty.set()
+
+    def _note_failure(self, sync: asyncio.Future[None]) -> None:
+        if sync.cancelled():
+            return
+        error = sync.exception()
+        if isinstance(error, ChatUnavailable):
+            self._error = error
+        elif error is not None:
+            _LOG.warning("chat %s: flush failed: %r", self.chat_id, error)
+
+    async def _stop_flusher(self) -> None:
+        task, self._task = self._task, None
+        if task is None:
+            return
+        task.cancel()
+        await asyncio.wait({task})  # the caller's own cancellation still propagates
+        if not task.cancelled() and (error := task.exception()) is not None:
+            _LOG.warning("chat %s: flusher ended with %r", self.chat_id, error)
+
+    async def _final_sync(self, footer: str) -> None:
+        for attempt in range(1, self.final_attempts + 1):
+            delay = self._next_at - self._clock()
+            if delay > 0:
+                await asyncio.sleep(delay)
+            try:
+                await self._sync(final=True, footer=footer)
+                return
+            except BadRequest:
+                raise
+            except NetworkError as error:
+                if attempt == self.final_attempts:
+                    raise
+                _LOG.warning("chat %s: final flush failed (%r), again", self.chat_id, error)
+                self._next_at = self._clock() + self.backoff_max
+
+    async def _sync(self, *, final: bool, footer: str = "") -> None:
+        """Bring the chat up to date: edit what changed, send what is new (at most one new
+        message unless ``final``)."""
+        async with self._lock:
+            renders = self._renders(final=final, footer=footer)
+            sent = False
+            try:
+                for index, render in enumerate(renders):
+                    if index < len(self.message_ids):
+                        if self._shown[index] != render:
+                            await self._edit(index, render)
+                    elif final or not sent:
+                        message = await self._deliver(None, render, plain=False, index=index)
+                        self.message_ids.append(message.message_id)
+                        self._shown.append(render)
+                        sent = True
+                    else:
+                        self._dirty.set()  # more to send at the next flush
+                        break
+            finally:
+                self._next_at = self._clock() + self._min_interval
+
+    # ------------------------------------------------------------------ rendering
+    def _renders(self, *, final: bool, footer: str) -> list[_Render]:
+        chunks = split_for_telegram(self.text, self._limit) or [""]
+        renders = [
+            self._compose(index, markdown_to_html(chunk), chunk)
+            for index, chunk in enumerate(chunks)
+        ]
+        footer = footer.strip()
+        if final and footer:
+            last_index, last = len(chunks) - 1, chunks[-1]
+            body_html = markdown_to_html(last)
+            if not visible_text(body_html).strip():
+                with_footer = self._compose(last_index, escape(footer), footer)
+            else:
+                with_footer = self._compose(
+                    last_index, f"{body_html}\n\n{escape(footer)}", f"{last}\n\n{footer}"
+                )
+            if (
+                visible_length(with_footer.html) <= TELEGRAM_LIMIT
+                and utf16_len(with_footer.plain) <= TELEGRAM_LIMIT
+            ):
+                renders[-1] = with_footer
+            else:
+                renders.append(_Render(escape(footer), footer))
+        return renders
+
+    def _compose(self, index: int, body_html: str, body_plain: str) -> _Render:
+        if not visible_text(body_html).strip():
+            body_html = body_plain = PLACEHOLDER
+        if index == 0 and self._header:
+            return _Render(
+                f"<b>{escape(self._header)}</b>\n{body_html}", f"{self._header}\n{body_plain}"
+            )
+        return _Render(body_html, body_plain)
+
+    # ------------------------------------------------------------------ Telegram calls
+    async def _edit(self, index: int, render: _Render) -> None:
+        message_id = self.message_ids[index]
+        try:
+            await self._deliver(message_id, render, plain=index in self._plain, index=index)
+        except BadRequest as error:
+            reason = error.message.lower()
+            if "message is not modified" in reason:
+                pass
+            elif "message to edit not found" in reason or "message can't be edited" in reason:
+                # deleted in the meantime: show this part anew, in a new message
+                message = await self._deliver(None, render, plain=index in self._plain)
+                self.message_ids[index] = message.message_id
+            else:
+                raise
+        self._shown[index] = render
+
+    async def _deliver(
+        self, message_id: int | None, render: _Render, *, plain: bool, index: int | None = None
+    ) -> telegram.Message:
+        """Send (``message_id`` None) or edit one message, as HTML or, if Telegram cannot parse
+        that, as plain text."""
+        if not plain:
+            try:
+                return await self._call(lambda: self._put(message_id, render.html, ParseMode.HTML))
+            except BadRequest as error:
+                if "can't parse entities" not in error.message.lower():
+                    raise
+                _LOG.warning(
+                    "chat %s: Telegram refused our HTML (%s); sending plain text",
+                    self.chat_id,
+                    error.message,
+                )
+                if index is not None:
+                    self._plain.add(index)
+        return await self._call(lambda: self._put(message_id, render.plain, None))
+
+    async def _put(self, message_id: int | None, text: str, mode: str | None) -> telegram.Message:
+        if message_id is None:
+            return await self._bot.send_message(
+                self.chat_id, text, parse_mode=mode, link_preview_options=_NO_PREVIEW
+            )
+        result = await self._bot.edit_message_text(
+            text,
+            chat_id=self.chat_id,
+            message_id=message_id,
+            parse_mode=mode,
+            link_preview_options=_NO_PREVIEW,
+        )
+        if not isinstance(result, telegram.Message):  # only for inline messages
+            raise TypeError(f"editMessageText answered {result!r}")
+        return result
+
+    async def _call(self, request: Callable[[], Awaitable[_T]]) -> _T:
+        """One API call with Telegram's flood control and flaky networks taken care of."""
+        failures = 0
+        while True:
+            try:
+                return await request()
+            except RetryAfter as error:
+                wait = retry_after_seconds(error) + self.retry_margin
+                _LOG.info("chat %s: flood control, waiting %.1f s", self.chat_id, wait)
+                await asyncio.sleep(wait)
+            except Forbidden as error:
+                raise ChatUnavailable(self.chat_id, error.message) from error
+            except BadRequest:
+                raise
+            except NetworkError as error:  # TimedOut included
+                failures += 1
+                if failures > self.network_retries:
+                    raise
+                wait = min(self.backoff_base * 2 ** (failures - 1), self.backoff_max)
+                _LOG.info("chat %s: %r, retrying in %.1f s", self.chat_id, error, wait)
+                await asyncio.sleep(wait)

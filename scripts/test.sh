@@ -1,0 +1,23 @@
+#!/usr/bin/env bash
+# The test command (README "Run the tests"): installs what the tests need, starts PostgreSQL
+# if it is down, then runs the linter and the whole suite.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+PYTHON=${PYTHON:-python3}
+if [ ! -x .venv/bin/python ]; then
+  "$PYTHON" -m venv .venv
+fi
+.venv/bin/python -m pip install -q --disable-pip-version-check -e '.[test]'
+
+# The tests use the real PostgreSQL of this machine (127.0.0.1:5432, trust auth).
+if ! pg_isready -q -h 127.0.0.1 -p 5432 2>/dev/null; then
+  if command -v pg_ctlcluster >/dev/null 2>&1 && [ -d /etc/postgresql ]; then
+    echo "starting PostgreSQL"
+    pg_ctlcluster --skip-systemctl-redirect "$(ls /etc/postgresql | head -n1)" main start
+    for _ in $(seq 1 30); do pg_isready -q -h 127.0.0.1 -p 5432 && break; sleep 1; done
+  fi
+fi
+
+.venv/bin/ruff check .
+.venv/bin/python -m pytest "$@"

@@ -1,0 +1,37 @@
+from __future__ import annotations
+
+from fleetgram.domain import TaskState
+from fleetgram.store.sql import SqlStore
+from tests.store.support import at, make_task
+
+
+async def _finished(store: SqlStore, state: TaskState, when: float) -> str:
+    task = await store.create_task(make_task(state=state, worker="worker1", completed_at=at(when)))
+    return task.id
+
+
+async def test_purge_deletes_tasks_finished_before_the_cutoff(store: SqlStore) -> None:
+    old = [
+        await _finished(store, state, 10)
+        for state in (TaskState.COMPLETED, TaskState.FAILED, TaskState.CANCELLED)
+    ]
+    recent = await _finished(store, TaskState.COMPLETED, 1000)
+    assert await store.purge_finished(at(500)) == len(old)
+    assert [t.id for t in await store.list_tasks()] == [recent]
+
+
+async def test_purge_keeps_unfinished_tasks(store: SqlStore) -> None:
+    pending = await store.create_task(make_task())
+    claimed = await store.create_task(make_task())
+    await store.claim_next("worker1", at(1))
+    assert await store.purge_finished(at(10_000)) == 0
+    assert {t.id for t in await store.list_tasks()} == {pending.id, claimed.id}
+
+
+async def test_purge_deletes_delivered_events_and_keeps_undelivered_ones(store: SqlStore) -> None:
+    delivered = await store.add_event("a", {})
+    undelivered = await store.add_event("b", {})
+    await store.mark_event_delivered(delivered)
+    [event] = await store.pending_events()
+    await store.purge_finished(event.created_at.replace(year=event.created_at.year + 1))
+    assert [e.id for e in await store.pending_events()] == [undelivered]

@@ -115,8 +115,8 @@ class Orchestrator:
                 await self.store.update_slot(
                     decision.slot, enabled=False, current_task=None, state_since=now
                 )
-                if decision.reason.startswith("making room"):
-                    self._quiet_since = None
+                # Each stop needs a quiet period of its own: shrink one worker at a time.
+                self._quiet_since = now
         if pending:
             self.runtime.wake_all()
         self.last_decision = decision

@@ -132,16 +132,21 @@ def decide_scaling(view: FleetView, settings: ScalingSettings) -> ScaleDecision:
             ScaleAction.START, stopped[0], f"{len(active)} running, below MIN_WORKERS"
         )
 
+    # Only tasks a new worker could take count: a task pinned to a busy worker waits for it.
+    open_tasks = [t for t in pending if t.pinned_worker is None]
+    starting = any(st == WorkerState.STARTING for st in states.values())
     if (
-        len(pending) > settings.scale_up_threshold
+        len(open_tasks) > settings.scale_up_threshold
         and not idle
+        and not starting  # one at a time: a starting worker is about to be idle
         and len(active) < ceiling
         and stopped
     ):
         return ScaleDecision(
             ScaleAction.START,
             stopped[0],
-            f"{len(pending)} pending > threshold {settings.scale_up_threshold} and no idle worker",
+            f"{len(open_tasks)} pending > threshold {settings.scale_up_threshold} "
+            "and no idle worker",
         )
 
     if len(active) > settings.max_workers:

@@ -5,10 +5,12 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 PYTHON=${PYTHON:-python3}
+# -P and the console scripts below keep the repo root off sys.path: its operator/ folder
+# must never shadow the standard library's `operator`.
 if [ ! -x .venv/bin/python ]; then
-  "$PYTHON" -m venv .venv
+  "$PYTHON" -P -m venv .venv
 fi
-.venv/bin/python -m pip install -q --disable-pip-version-check -e '.[test]'
+.venv/bin/pip install -q --disable-pip-version-check -e '.[test]'
 
 # The tests use the real PostgreSQL of this machine (127.0.0.1:5432, trust auth).
 if ! pg_isready -q -h 127.0.0.1 -p 5432 2>/dev/null; then
@@ -20,4 +22,4 @@ if ! pg_isready -q -h 127.0.0.1 -p 5432 2>/dev/null; then
 fi
 
 .venv/bin/ruff check .
-.venv/bin/python -m pytest "$@"
+.venv/bin/pytest "$@"

@@ -289,3 +289,12 @@ def test_a_pending_task_restarts_the_scale_down_delay():
     decision = decide_scaling(FleetView(states, [], since, T0), DEFAULTS)
     assert since == at(-30)
     assert outcome(decision) == NOTHING
+
+
+def test_no_second_start_while_a_started_worker_is_still_starting():
+    assert outcome(decide(fleet(BUSY, STARTING, STOPPED), pending_tasks(10))) == NOTHING
+
+
+def test_tasks_pinned_to_a_busy_worker_do_not_count_towards_scaling_up():
+    waiting = [task(f"t-pin{i}", pinned_worker="worker1") for i in range(5)]
+    assert outcome(decide(fleet(BUSY, STOPPED), waiting)) == NOTHING

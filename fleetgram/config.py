@@ -60,6 +60,8 @@ class Settings:
     namespace: str = "default"
     metrics_port: int = 0
     log_level: str = "INFO"
+    worker_token: str | None = None  # cluster mode: the one token of this worker's Secret
+    pool_name: str = "fleetgram"  # cluster mode: the WorkerPool this process belongs to
     extra: Mapping[str, str] = field(default_factory=dict)
 
     @property
@@ -67,6 +69,8 @@ class Settings:
         return [slot_name(i) for i in range(len(self.worker_token_pool))]
 
     def token_for(self, slot: str) -> str:
+        if self.worker_token:
+            return self.worker_token
         return self.worker_token_pool[self.slot_names.index(slot)]
 
     @property
@@ -144,7 +148,10 @@ def load_settings(
 
     pool_raw = env.get("WORKER_TOKEN_POOL", "")
     pool = tuple(t.strip() for t in pool_raw.split(",") if t.strip())
-    if need_workers and not pool:
+    worker_token = env.get("WORKER_TOKEN", "").strip() or None
+    if worker_token is not None and not _looks_like_token(worker_token):
+        raise ConfigError("WORKER_TOKEN", "does not look like a bot token (123456:ABC...)")
+    if need_workers and not pool and worker_token is None:
         raise ConfigError("WORKER_TOKEN_POOL", "is not set (comma-separated worker bot tokens)")
     for i, token in enumerate(pool):
         if not _looks_like_token(token):
@@ -235,4 +242,6 @@ def load_settings(
         namespace=env.get("FLEETGRAM_NAMESPACE", "").strip() or "default",
         metrics_port=_int(env, "METRICS_PORT", 0, minimum=0, maximum=65535),
         log_level=level,
+        worker_token=worker_token,
+        pool_name=env.get("FLEETGRAM_POOL", "").strip() or "fleetgram",
     )

@@ -208,7 +208,14 @@ class WorkerBot:
         except asyncio.CancelledError:
             await self._record_usage(meter)
             if not cancelled_by_user.is_set():
-                raise  # shutting down: the task stays running and is requeued on restart
+                # Shutting down: the task stays running in the store and is requeued (attempt
+                # counted) when the worker starts again; say so and stop the flusher.
+                if not blocked:
+                    with contextlib.suppress(Exception):
+                        await asyncio.wait_for(reply.abort(
+                            f"⏸ {task.id} interrupted: the worker stopped. "
+                            "It runs again when the fleet is back."), 2)
+                raise
             await store.finish_task(
                 task.id, slot, TaskState.CANCELLED, self.clock(),
                 event=("cancelled", self._payload(task, by="user")),

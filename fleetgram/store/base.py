@@ -111,6 +111,11 @@ class Store(Protocol):
 
     async def purge_finished(self, before: datetime) -> int: ...
 
+    async def archive_task(self, task: Task) -> None:
+        """Upsert the full record of `task` (every field, as given) into the SQL `tasks` table,
+        without an event. Cluster mode keeps its queue in BotTask objects and records each
+        task's full record (the whole result, the usage totals) in SQL through this."""
+
     # --- worker slots --------------------------------------------------------------------
     async def ensure_slots(self, names: Sequence[str]) -> None:
         """Create missing slot rows (all disabled)."""

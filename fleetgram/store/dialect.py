@@ -24,16 +24,17 @@ class Dialect:
     # Substitutions for the migration files: the one thing of DDL the two do not share.
     ddl: Mapping[str, str] = field(default_factory=dict)
 
-    def sql(self, text: str) -> str:
-        """The query in this dialect's spelling."""
-        return _render(self, text)
+    def sql(self, text: str, *, placeholders: bool = True) -> str:
+        """The query in this dialect's spelling. With placeholders=False (a statement sent
+        without parameters, such as DDL) only the markers are replaced."""
+        return _render(self, text, placeholders)
 
 
 @lru_cache(maxsize=512)
-def _render(dialect: Dialect, text: str) -> str:
+def _render(dialect: Dialect, text: str, placeholders: bool) -> str:
     text = text.replace("{for_update}", dialect.for_update)
     text = text.replace("{skip_locked}", dialect.skip_locked)
-    if dialect.placeholder != "?":
+    if placeholders and dialect.placeholder != "?":
         # psycopg reads % as the start of a placeholder, so a literal % is doubled first.
         text = text.replace("%", "%%").replace("?", dialect.placeholder)
     return text

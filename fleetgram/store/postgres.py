@@ -20,8 +20,12 @@ from fleetgram.store.dialect import POSTGRES
 from fleetgram.store.sql import Row, SqlStore, to_utc
 
 
-def _params(params: Sequence[Any]) -> tuple[Any, ...]:
-    return tuple(to_utc(p) if isinstance(p, datetime) else p for p in params)
+def _query(sql: str, params: Sequence[Any]) -> tuple[str, tuple[Any, ...] | None]:
+    """The statement and its parameters as psycopg takes them. Without parameters psycopg sends
+    the text as it is (no % escaping), so it is rendered without placeholders too."""
+    if not params:
+        return POSTGRES.sql(sql, placeholders=False), None
+    return POSTGRES.sql(sql), tuple(to_utc(p) if isinstance(p, datetime) else p for p in params)
 
 
 class _PostgresTx:
@@ -30,12 +34,12 @@ class _PostgresTx:
 
     async def execute(self, sql: str, *params: Any) -> int:
         async with self._conn.cursor() as cursor:
-            await cursor.execute(POSTGRES.sql(sql), _params(params) if params else None)
+            await cursor.execute(*_query(sql, params))
             return cursor.rowcount
 
     async def fetchall(self, sql: str, *params: Any) -> list[Row]:
         async with self._conn.cursor(row_factory=dict_row) as cursor:
-            await cursor.execute(POSTGRES.sql(sql), _params(params) if params else None)
+            await cursor.execute(*_query(sql, params))
             return await cursor.fetchall() if cursor.description is not None else []
 
     async def fetchone(self, sql: str, *params: Any) -> Row | None:

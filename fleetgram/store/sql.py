@@ -10,7 +10,7 @@ from __future__ import annotations
 import json
 import re
 from abc import ABC, abstractmethod
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Sequence
 from contextlib import AbstractAsyncContextManager
 from datetime import UTC, datetime
 from typing import Any, Protocol
@@ -20,7 +20,7 @@ from fleetgram.store.base import ApiCall, CancelOutcome, CancelResult
 from fleetgram.store.dialect import Dialect
 from fleetgram.store.migrate import load_migrations
 
-Row = Mapping[str, Any]
+Row = dict[str, Any]
 
 
 class Tx(Protocol):
@@ -116,6 +116,18 @@ def _task(row: Row) -> Task:
     )
 
 
+def _task_values(task: Task) -> tuple[Any, ...]:
+    """A task's values in the order of _TASK_COLUMNS."""
+    u = task.usage
+    return (
+        task.id, task.user_id, task.chat_id, task.title, task.prompt, task.priority,
+        task.state.value, task.worker, task.result, task.created_at, task.assigned_at,
+        task.started_at, task.completed_at, task.source.value, task.pinned_worker,
+        task.attempts, task.error, task.cancel_requested, u.input_tokens, u.output_tokens,
+        u.cache_read_tokens, u.cache_write_tokens, u.cost_usd,
+    )
+
+
 def _slot(row: Row) -> WorkerSlot:
     return WorkerSlot(
         name=row["worker_id"],
@@ -149,6 +161,9 @@ def _event(row: Row) -> Event:
 
 def _marks(count: int) -> str:
     return ", ".join("?" * count)
+
+
+_TASK_MARKS = _marks(_TASK_COLUMNS.count(",") + 1)
 
 
 class SqlStore(ABC):
@@ -215,7 +230,7 @@ class SqlStore(ABC):
             if taken is not None:
                 raise DuplicateTaskError(f"task id {task.id} is already taken")
             row = await tx.fetchone(
-                f"INSERT INTO tasks ({_TASK_COLUMNS}) VALUES ({_marks(23)}) RETURNING *",
+                f"INSERT INTO tasks ({_TASK_COLUMNS}) VALUES ({_TASK_MARKS}) RETURNING *",
                 task.id,
                 task.user_id,
                 task.chat_id,
@@ -395,6 +410,7 @@ class SqlStore(ABC):
                 *_ACTIVE,
             )
             for task in map(_task, rows):
+                payload: dict[str, Any]
                 if task.cancel_requested:
                     # The user asked to stop it: it is not run again.
                     row = await tx.fetchone(
@@ -499,6 +515,17 @@ class SqlStore(ABC):
                 "DELETE FROM events WHERE delivered_at IS NOT NULL AND created_at < ?", before
             )
         return deleted
+
+    async def archive_task(self, task: Task) -> None:
+        """Insert the task's full record, or overwrite every field of the one recorded."""
+        columns = [c.strip() for c in _TASK_COLUMNS.split(",")]
+        updates = ", ".join(f"{c} = excluded.{c}" for c in columns if c != "task_id")
+        async with self._write() as tx:
+            await tx.execute(
+                f"INSERT INTO tasks ({_TASK_COLUMNS}) VALUES ({_marks(len(columns))}) "
+                f"ON CONFLICT (task_id) DO UPDATE SET {updates}",
+                *_task_values(task),
+            )
 
     # --- worker slots --------------------------------------------------------------------
     async def ensure_slots(self, names: Sequence[str]) -> None:

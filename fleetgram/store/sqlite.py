@@ -121,7 +121,8 @@ class SQLiteStore(SqlStore):
             try:
                 yield _SQLiteTx(db)
             except BaseException:
-                await db.execute("ROLLBACK")
+                if db.in_transaction:  # some errors (SQLITE_FULL, ...) end it themselves
+                    await db.execute("ROLLBACK")
                 raise
             await db.execute("COMMIT")
 

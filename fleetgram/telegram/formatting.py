@@ -44,6 +44,11 @@ _NUMBERED = re.compile(r"^([ \t]*)(\d{1,9}[.)])[ \t]+(.*)$")
 _QUOTE = re.compile(r"^ {0,3}>[ ]?")
 _SAFE_URL = re.compile(r"^(?:https?://|tg://|ftp://|mailto:)[^\s]+$", re.IGNORECASE)
 _TAG = re.compile(r"<[^>]*>")
+# a bare URL, as Telegram will link it by itself: its "_" and "*" are not emphasis; trailing
+# punctuation (and a closing bracket) is left to the text around it
+_BARE_URL = re.compile(
+    r"(?<![\w/])(?:https?|ftp)://[^\s<>`\[\]]*[^\s<>`\[\].,:;!?*_~)'\"]", re.IGNORECASE
+)
 
 _ESCAPES = str.maketrans({"&": "&amp;", "<": "&lt;", ">": "&gt;"})
 _ATTR_ESCAPES = str.maketrans({"&": "&amp;", "<": "&lt;", ">": "&gt;", '"': "&quot;"})
@@ -198,8 +203,10 @@ class _Scan:
     def __init__(self, s: str) -> None:
         self.s = s
         self.spans: dict[int, tuple[int, int, int]] = {}  # start -> (content from, to, end)
+        self.urls: dict[int, int] = {}  # bare URLs, start -> end: no emphasis inside them
         self.brackets: dict[int, int] = {}
         self._code_spans()
+        self._bare_urls()
         self._bracket_pairs()
         self.failed: dict[tuple[str, int], int] = {}
         self.link_budget = 4 * len(s) + 256  # characters link parsing may scan: linear time
@@ -241,6 +248,16 @@ class _Scan:
             self.spans[a] = (b, c, d)
             consumed = d
 
+    def _bare_urls(self) -> None:
+        code = sorted((a, d) for a, (_b, _c, d) in self.spans.items())
+        k = 0
+        for m in _BARE_URL.finditer(self.s):
+            while k < len(code) and code[k][1] <= m.start():
+                k += 1
+            if k < len(code) and code[k][0] <= m.start():
+                continue  # inside a code span
+            self.urls[m.start()] = m.end()
+
     def _bracket_pairs(self) -> None:
         s = self.s
         stack: list[int] = []
@@ -252,6 +269,9 @@ class _Scan:
                 continue
             if i in self.spans:
                 i = self.spans[i][2]
+                continue
+            if i in self.urls:
+                i = self.urls[i]
                 continue
             if c == "[":
                 stack.append(i)
@@ -321,6 +341,9 @@ def _find_closer(scan: _Scan, start: int, ch: str, length: int) -> int | None:
             continue
         if j in scan.spans:
             j = scan.spans[j][2]
+            continue
+        if j in scan.urls:
+            j = scan.urls[j]
             continue
         if c == ch:
             k = _run_end(s, j)
@@ -430,6 +453,10 @@ def _inline(s: str, depth: int = 0, *, links: bool = True) -> str:
                 code = code[1:-1]
             out.append(f"<code>{escape(code)}</code>")
             i = end
+            continue
+        if i in scan.urls:
+            out.append(escape(s[i : scan.urls[i]]))
+            i = scan.urls[i]
             continue
         if c == "[" and links and depth < _MAX_DEPTH:
             link = _match_link(scan, i)

@@ -30,12 +30,13 @@ from telegram.warnings import PTBDeprecationWarning
 from .formatting import escape, markdown_to_html, utf16_len, visible_length, visible_text
 from .splitting import DEFAULT_LIMIT, TELEGRAM_LIMIT, split_for_telegram
 
-__all__ = ["ChatUnavailable", "StreamingReply"]
+__all__ = ["ChatUnavailable", "StreamingReply", "retry_after_seconds"]
 
 _LOG = logging.getLogger(__name__)
 _T = TypeVar("_T")
 
-PLACEHOLDER = "…"
+PLACEHOLDER = "…"  # shown while there is no text yet
+EMPTY = "(no text)"  # shown when a reply ends without any text
 HEADER_MAX = 256  # UTF-16 units of the header line kept; longer headers are shortened
 _CLOSER_ROOM = 5  # a chunk may carry an invisible closing fence; its plain form shows it
 _NO_PREVIEW = telegram.LinkPreviewOptions(is_disabled=True)
@@ -67,6 +68,11 @@ def retry_after_seconds(error: RetryAfter) -> float:
     if isinstance(value, dtm.timedelta):
         return value.total_seconds()
     return float(value)
+
+
+def _shows(html: str) -> bool:
+    """The HTML shows something besides whitespace (Telegram trims whitespace)."""
+    return bool(visible_text(html).strip())
 
 
 def _shorten(text: str, units: int) -> str:
@@ -120,7 +126,8 @@ class StreamingReply:
         self._task: asyncio.Task[None] | None = None
         self._next_at = 0.0  # clock time before which the chat is not touched again
         self._started = False
-        self._closed = False
+        self._closed = False  # finish/abort began: no more text is taken
+        self._done = False  # the final text is shown
         self._error: ChatUnavailable | None = None
 
     # ------------------------------------------------------------------ public interface
@@ -139,8 +146,12 @@ class StreamingReply:
         if self._started:
             return
         self._started = True
-        first = self._compose(0, "", "")
-        message = await self._deliver(None, first, plain=False)
+        first = self._compose(0, "", "", final=False)
+        try:
+            message = await self._deliver(None, first, plain=False)
+        except ChatUnavailable as error:
+            self._error = error
+            raise
         self.message_ids.append(message.message_id)
         self._shown.append(first)
         self._next_at = self._clock() + self._min_interval
@@ -161,12 +172,12 @@ class StreamingReply:
         Waits out flood control and retries network errors rather than lose the final text;
         raises ``ChatUnavailable`` on 403."""
         await self._stop_flusher()
+        self._closed = True
         if self._error is not None:
             raise self._error
-        if self._closed:
-            return list(self.message_ids)
-        self._closed = True
-        await self._final_sync(footer)
+        if not self._done:
+            await self._final_sync(footer)
+            self._done = True
         return list(self.message_ids)
 
     async def abort(self, note: str) -> None:
@@ -174,11 +185,12 @@ class StreamingReply:
 
         Meant for clean-up paths: Telegram errors are logged, not raised."""
         await self._stop_flusher()
-        if self._closed or self._error is not None:
-            return
         self._closed = True
+        if self._done or self._error is not None:
+            return
         try:
             await self._final_sync(note)
+            self._done = True
         except (ChatUnavailable, TelegramError) as error:
             _LOG.warning("chat %s: could not show the aborted reply: %s", self.chat_id, error)
 
@@ -266,20 +278,24 @@ class StreamingReply:
     # ------------------------------------------------------------------ rendering
     def _renders(self, *, final: bool, footer: str) -> list[_Render]:
         chunks = split_for_telegram(self.text, self._limit) or [""]
+        bodies = [(markdown_to_html(chunk), chunk) for chunk in chunks]
+        # a trailing chunk with nothing visible (blank lines, a code fence just opened) gets
+        # no message of its own -- unless it already has one
+        while len(bodies) > max(1, len(self.message_ids)) and not _shows(bodies[-1][0]):
+            bodies.pop()
         renders = [
-            self._compose(index, markdown_to_html(chunk), chunk)
-            for index, chunk in enumerate(chunks)
+            self._compose(index, body_html, body_plain, final=final)
+            for index, (body_html, body_plain) in enumerate(bodies)
         ]
         footer = footer.strip()
         if final and footer:
-            last_index, last = len(chunks) - 1, chunks[-1]
-            body_html = markdown_to_html(last)
-            if not visible_text(body_html).strip():
-                with_footer = self._compose(last_index, escape(footer), footer)
+            last_index, (body_html, body_plain) = len(bodies) - 1, bodies[-1]
+            if _shows(body_html):
+                body_html = f"{body_html}\n\n{escape(footer)}"
+                body_plain = f"{body_plain}\n\n{footer}"
             else:
-                with_footer = self._compose(
-                    last_index, f"{body_html}\n\n{escape(footer)}", f"{last}\n\n{footer}"
-                )
+                body_html, body_plain = escape(footer), footer
+            with_footer = self._compose(last_index, body_html, body_plain, final=True)
             if (
                 visible_length(with_footer.html) <= TELEGRAM_LIMIT
                 and utf16_len(with_footer.plain) <= TELEGRAM_LIMIT
@@ -289,9 +305,9 @@ class StreamingReply:
                 renders.append(_Render(escape(footer), footer))
         return renders
 
-    def _compose(self, index: int, body_html: str, body_plain: str) -> _Render:
-        if not visible_text(body_html).strip():
-            body_html = body_plain = PLACEHOLDER
+    def _compose(self, index: int, body_html: str, body_plain: str, *, final: bool) -> _Render:
+        if not _shows(body_html):
+            body_html = body_plain = EMPTY if final else PLACEHOLDER
         if index == 0 and self._header:
             return _Render(
                 f"<b>{escape(self._header)}</b>\n{body_html}", f"{self._header}\n{body_plain}"

@@ -1,5 +1,5 @@
 """Every store test runs twice: on SQLite (a file in tmp_path) and on the real PostgreSQL
-(a throwaway database of its own, see tests/pg.py). Postgres runs are marked `postgres`."""
+(an empty database, see tests/pg.py). The Postgres runs are marked `postgres`."""
 
 from __future__ import annotations
 
@@ -10,20 +10,16 @@ import pytest
 
 from fleetgram.store import open_store
 from fleetgram.store.sql import SqlStore
-from tests.pg import create_database_or_fail, drop_database
+from tests.pg import pg_session_database, pg_url  # noqa: F401  (fixtures)
 from tests.store.support import OpenStore
 
 
 @pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
-async def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[str]:
+def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
     if request.param == "sqlite":
-        yield f"sqlite:///{tmp_path / 'fleetgram.db'}"
-        return
-    url = await create_database_or_fail()
-    try:
-        yield url
-    finally:
-        await drop_database(url)
+        return f"sqlite:///{tmp_path / 'fleetgram.db'}"
+    url: str = request.getfixturevalue("pg_url")
+    return url
 
 
 @pytest.fixture

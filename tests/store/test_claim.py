@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pytest
 
+import fleetgram
 from fleetgram.domain import TaskState, utcnow
 from fleetgram.store.sql import SqlStore
 from tests.store.support import OpenStore, at, make_task
@@ -94,8 +95,13 @@ async def test_many_concurrent_claimers_never_get_the_same_task(open_stores: Ope
         assert {t.id for t in after if t.worker == f"worker{worker}"} == set(claimed)
 
 
+_PACKAGE_PARENT = str(Path(fleetgram.__file__).resolve().parents[1])
+
+# Run in a child process: `python -c _CLAIMER <package parent> <url> <worker>`. The repository
+# root is appended to sys.path, never put first: its operator/ must not shadow the stdlib's.
 _CLAIMER = """
 import asyncio, sys
+sys.path.append(sys.argv[1])
 from fleetgram.domain import utcnow
 from fleetgram.store import open_store
 
@@ -108,23 +114,23 @@ async def main(url: str, worker: str) -> None:
         print(task.id, flush=True)
     await store.close()
 
-asyncio.run(main(sys.argv[1], sys.argv[2]))
+asyncio.run(main(sys.argv[2], sys.argv[3]))
 """
 
 
 async def test_claimers_in_separate_processes_never_get_the_same_task(
-    store: SqlStore, database_url: str
+    store: SqlStore, database_url: str, tmp_path: Path
 ) -> None:
     tasks = [await store.create_task(make_task()) for _ in range(100)]
-    root = Path(__file__).resolve().parents[2]
     processes = [
         await asyncio.create_subprocess_exec(
             sys.executable,
             "-c",
             _CLAIMER,
+            _PACKAGE_PARENT,
             database_url,
             f"worker{n}",
-            cwd=root,
+            cwd=tmp_path,
             stdin=asyncio.subprocess.PIPE,
             stdout=asyncio.subprocess.PIPE,
         )

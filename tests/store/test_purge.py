@@ -1,6 +1,8 @@
 from __future__ import annotations
 
-from fleetgram.domain import TaskState
+from datetime import timedelta
+
+from fleetgram.domain import TaskState, utcnow
 from fleetgram.store.sql import SqlStore
 from tests.store.support import at, make_task
 
@@ -32,6 +34,7 @@ async def test_purge_deletes_delivered_events_and_keeps_undelivered_ones(store: 
     delivered = await store.add_event("a", {})
     undelivered = await store.add_event("b", {})
     await store.mark_event_delivered(delivered)
-    [event] = await store.pending_events()
-    await store.purge_finished(event.created_at.replace(year=event.created_at.year + 1))
-    assert [e.id for e in await store.pending_events()] == [undelivered]
+    await store.purge_finished(utcnow() + timedelta(days=1))
+    async with store._read() as tx:
+        left = await tx.fetchall("SELECT id FROM events ORDER BY id")
+    assert [row["id"] for row in left] == [undelivered]

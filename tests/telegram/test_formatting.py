@@ -183,6 +183,21 @@ def test_unfinished_link_stays_literal() -> None:
     assert markdown_to_html("see [the docs](https://exa") == "see [the docs](https://exa"
 
 
+def test_underscores_in_a_bare_url_are_not_emphasis() -> None:
+    text = "see https://example.com/_private_/x_y now"
+    assert markdown_to_html(text) == text
+
+
+def test_a_bare_url_inside_bold_stays_bold() -> None:
+    assert markdown_to_html("**https://e.com/a_b**") == "<b>https://e.com/a_b</b>"
+
+
+def test_a_link_whose_text_is_its_url() -> None:
+    assert markdown_to_html("[https://e.com](https://e.com)") == (
+        '<a href="https://e.com">https://e.com</a>'
+    )
+
+
 # ----------------------------------------------------------------------------- blocks
 def test_heading_becomes_a_bold_line() -> None:
     assert markdown_to_html("## Plan & steps\ntext") == "<b>Plan &amp; steps</b>\ntext"
@@ -255,6 +270,7 @@ _PIECES = [
     "[x](http://e.com/a_b)",
     "](",
     "http://",
+    " https://e.com/_a_*b*",
     "# ",
     "\n> ",
     "\n- ",

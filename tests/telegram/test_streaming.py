@@ -181,6 +181,24 @@ async def test_the_footer_ends_the_last_message() -> None:
         assert [m.text for m in bot_messages(user)] == ["The answer.\n\n✅ done · 1.2k tokens"]
 
 
+async def test_trailing_blank_lines_past_a_full_message_open_no_new_message() -> None:
+    text = " ".join(["word"] * 20) + "\n\n\n\n\n"
+    async with chat() as (_emu, bot, user):
+        reply = StreamingReply(bot, USER_ID, min_interval=INTERVAL, limit=100)
+        await reply.start()
+        reply.append(text)
+        await reply.finish()
+        assert [m.text for m in bot_messages(user)] == [text.strip()]
+
+
+async def test_a_reply_that_ends_without_text_says_so() -> None:
+    async with chat() as (_emu, bot, user):
+        reply = StreamingReply(bot, USER_ID, min_interval=INTERVAL)
+        await reply.start()
+        await reply.finish()
+        assert [m.text for m in bot_messages(user)] == ["(no text)"]
+
+
 async def test_a_code_block_spanning_messages_is_code_in_each() -> None:
     code = "\n".join(f"    value_{i} = compute({i}) + offset  # step {i}" for i in range(160))
     answer = f"Here is the code:\n\n```python\n{code}\n```\n\nThat is all."
@@ -285,6 +303,19 @@ async def test_network_errors_are_retried() -> None:
         assert [m.text for m in bot_messages(user)] == ["arrives anyway"]
 
 
+async def test_finish_can_be_called_again_when_the_network_gave_up() -> None:
+    async with chat() as (emu, bot, user):
+        reply = StreamingReply(bot, USER_ID, min_interval=INTERVAL)
+        reply.network_retries, reply.final_attempts = 0, 1
+        await reply.start()
+        emu.fail_next(BOT, "editMessageText", 502, "Bad Gateway")
+        reply.append("the final text")
+        with pytest.raises(telegram.error.NetworkError):
+            await reply.finish()
+        await reply.finish()
+        assert [m.text for m in bot_messages(user)] == ["the final text"]
+
+
 async def test_a_user_who_never_opened_the_bot_makes_start_raise_chat_unavailable() -> None:
     async with chat(opened=False) as (_emu, bot, _user):
         reply = StreamingReply(bot, USER_ID, min_interval=INTERVAL)
@@ -307,6 +338,14 @@ async def test_a_user_who_blocks_the_bot_midway_makes_finish_raise_chat_unavaila
 
 
 # ----------------------------------------------------------------------------- abort
+async def test_abort_in_a_chat_that_is_unavailable_does_not_raise() -> None:
+    async with chat(opened=False) as (_emu, bot, _user):
+        reply = StreamingReply(bot, USER_ID, min_interval=INTERVAL)
+        with pytest.raises(ChatUnavailable):
+            await reply.start()
+        await reply.abort("⏹ cancelled")
+
+
 async def test_abort_shows_the_text_so_far_and_the_note() -> None:
     async with chat() as (emu, bot, user):
         reply = StreamingReply(bot, USER_ID, min_interval=INTERVAL)

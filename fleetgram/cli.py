@@ -75,7 +75,10 @@ def main(argv: list[str] | None = None) -> int:
         import os
 
         slot = args.slot or os.environ.get("WORKER_SLOT", "")
-        if slot not in settings.slot_names:
+        # On Kubernetes a worker holds one token (WORKER_TOKEN) and knows only its own slot.
+        known = settings.worker_token is not None and slot.startswith("worker") and \
+            slot.removeprefix("worker").isdigit()
+        if slot not in settings.slot_names and not known:
             print(f"fleetgram: configuration error: WORKER_SLOT: {slot!r} is not one of "
                   f"{', '.join(settings.slot_names)}", file=sys.stderr)
             return 2

@@ -7,7 +7,7 @@ import contextlib
 import logging
 
 from fleetgram.claude.runner import ClaudeRunner, make_client
-from fleetgram.config import Settings
+from fleetgram.config import Mode, Settings
 from fleetgram.master.bot import MasterBot
 from fleetgram.orchestrator import Orchestrator
 from fleetgram.runtime import ExternalRuntime, InProcessRuntime, WorkerRuntime
@@ -16,6 +16,17 @@ from fleetgram.store.base import Store
 from fleetgram.worker.bot import WorkerBot
 
 log = logging.getLogger(__name__)
+
+
+def make_store(settings: Settings) -> Store:
+    """The SQL store of DATABASE_URL; in Kubernetes mode wrapped by the BotTask/Lease queue
+    (conversations, the ledger, the outbox and the task records stay in SQL)."""
+    sql = open_store(settings.database_url)
+    if settings.mode == Mode.KUBERNETES:
+        from fleetgram.kube.queue import ClusterStore
+
+        return ClusterStore(settings, sql)
+    return sql
 
 
 def runner_factory(settings: Settings):  # type: ignore[no-untyped-def]
@@ -34,25 +45,35 @@ def runner_factory(settings: Settings):  # type: ignore[no-untyped-def]
 
 
 class Fleet:
-    """`fleetgram up`: master, orchestrator and in-process workers sharing one store."""
+    """`fleetgram up`: master, orchestrator and in-process workers sharing one store.
+
+    In Kubernetes mode only the master runs here: the kopf operator assigns, scales and
+    requeues, and the workers are its Deployments."""
 
     def __init__(self, settings: Settings, store: Store | None = None,
                  runtime: WorkerRuntime | None = None) -> None:
         self.settings = settings
-        self.store = store or open_store(settings.database_url)
+        cluster = settings.mode == Mode.KUBERNETES
+        self.store = store or make_store(settings)
+        if cluster and runtime is None:
+            runtime = ExternalRuntime()
         self.runtime = runtime or InProcessRuntime(settings, self.store, runner_factory(settings))
-        self.orchestrator = Orchestrator(
-            settings, self.store, self.runtime,
-            owns_workers=not isinstance(self.runtime, ExternalRuntime),
-        )
+        self.orchestrator: Orchestrator | None = None
+        if not cluster:
+            self.orchestrator = Orchestrator(
+                settings, self.store, self.runtime,
+                owns_workers=not isinstance(self.runtime, ExternalRuntime),
+            )
         self.master = MasterBot(settings, self.store, on_new_task=self.runtime.wake_all)
         self._loop: asyncio.Task[None] | None = None
 
     async def start(self) -> None:
         await self.store.open()
-        await self.orchestrator.boot()
+        if self.orchestrator is not None:
+            await self.orchestrator.boot()
         await self.master.start()
-        self._loop = asyncio.create_task(self.orchestrator.run(), name="orchestrator")
+        if self.orchestrator is not None:
+            self._loop = asyncio.create_task(self.orchestrator.run(), name="orchestrator")
 
     async def stop(self) -> None:
         if self._loop is not None:
@@ -78,7 +99,7 @@ class WorkerOnly:
 
     def __init__(self, settings: Settings, slot: str) -> None:
         self.settings = settings
-        self.store = open_store(settings.database_url)
+        self.store = make_store(settings)
         self.bot = WorkerBot(slot, settings.token_for(slot), settings, self.store,
                              runner_factory(settings)())
 

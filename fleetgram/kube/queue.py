@@ -1,0 +1,549 @@
+"""The `Store` of cluster mode: the task queue on BotTasks, worker liveness on Leases.
+
+Tasks waiting, assigned and running live as BotTask objects in the namespace; the kopf operator
+assigns them (status.phase Assigned, status.worker, the worker label, attempts + 1: see the
+attempts rule in fleetgram/kube/objects.py). Worker slots are read from the WorkerPool, the
+worker Deployments and the workers' Leases. Everything else (conversations, the usage ledger,
+the outbox, and the full record of every task, archived at each change made here) stays in the
+SQL store this one wraps, so the master and worker bots run unchanged on either.
+
+Consistency: a change of a task's state is one write of its status subresource, conditional on
+the resourceVersion it was decided from; on 409 the object is read again and the decision
+taken anew (the operator, the master and the worker may all write the same BotTask). The
+labels follow in a second write (they live on the main resource), after the status and after
+the SQL record and outbox event of the change, so a label is never ahead of the status: a
+finished phase label means a finished task, whatever the other labels say.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+from collections.abc import Callable, Iterable, Sequence
+from datetime import datetime
+from typing import Any
+
+from fleetgram.config import Settings
+from fleetgram.domain import Event, Task, TaskState, WorkerSlot
+from fleetgram.kube.client import Conflict, KubeApiError, KubeClient, NotFound
+from fleetgram.kube.objects import (
+    BOTTASKS,
+    DEPLOYMENT_SLOT_FIELDS,
+    LABEL_PHASE,
+    LABEL_POOL,
+    LABEL_SLOT,
+    LABEL_WORKER,
+    PHASE_OF,
+    SLOT_ANNOTATIONS,
+    SUMMARY_MAX,
+    WORKERPOOLS,
+    Requeue,
+    bottask_manifest,
+    deployment_name,
+    iso,
+    labels_for,
+    labels_in_step,
+    lease_manifest,
+    lease_name,
+    lease_patch,
+    phase_label,
+    requeue_of,
+    slot_names_of,
+    status_of,
+    summary_of,
+    task_of,
+    usage_status,
+    worker_slot_of,
+)
+from fleetgram.policy import queue_key
+from fleetgram.store.base import ApiCall, CancelOutcome, CancelResult, Store
+from fleetgram.store.sql import DuplicateTaskError
+
+log = logging.getLogger(__name__)
+
+RETRIES = 10  # conditional writes tried this many times against concurrent writers
+
+# Finished is terminal, and a label is written only after the status: an object labelled with a
+# finished phase is finished. Any other label (or none) may lag its status by a step or more.
+_FINISHED_LABELS = ",".join(phase_label(s) for s in TaskState if s.finished)
+_NOT_FINISHED = f"{LABEL_PHASE} notin ({_FINISHED_LABELS})"
+
+_SLOT_FIELDS = {"heartbeat_at", *SLOT_ANNOTATIONS, *DEPLOYMENT_SLOT_FIELDS}
+
+
+def _name(obj: dict[str, Any]) -> str:
+    return str(obj["metadata"]["name"])
+
+
+def _rv(obj: dict[str, Any]) -> str:
+    return str(obj["metadata"]["resourceVersion"])
+
+
+def _maybe_truncated(result: str | None) -> bool:
+    """A summary that may have been cut short of the full result (kept in SQL)."""
+    return result is not None and len(result) == SUMMARY_MAX and result.endswith("…")
+
+
+class ClusterStore:
+    """`Store` over BotTasks and Leases in `settings.namespace`, with `inner` (the SQL store)
+    for everything else. `kube` may be given (tests); otherwise open() connects with the
+    in-cluster config, or the kubeconfig at `kubeconfig` / $KUBECONFIG."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        inner: Store,
+        *,
+        kube: KubeClient | None = None,
+        kubeconfig: str | os.PathLike[str] | None = None,
+    ) -> None:
+        self.settings = settings
+        self.inner = inner
+        self.namespace = settings.namespace
+        self.pool = settings.pool_name
+        self._kube = kube
+        self._owns_kube = kube is None
+        self._kubeconfig = kubeconfig
+
+    @property
+    def kube(self) -> KubeClient:
+        if self._kube is None:
+            raise RuntimeError("ClusterStore is not open")
+        return self._kube
+
+    # --- lifecycle -----------------------------------------------------------------------
+    async def open(self) -> None:
+        await self.inner.open()
+        if self._kube is None:
+            self._kube = await KubeClient.connect(self.namespace, self._kubeconfig)
+
+    async def close(self) -> None:
+        try:
+            await self.inner.close()
+        finally:
+            if self._owns_kube and self._kube is not None:
+                await self._kube.close()
+                self._kube = None
+
+    # --- reading BotTasks ----------------------------------------------------------------
+    async def _read(self, task_id: str) -> dict[str, Any] | None:
+        try:
+            return await self.kube.get_object(BOTTASKS, task_id)
+        except NotFound:
+            return None
+
+    async def _list(
+        self, states: Iterable[TaskState] | None = None, *, selector: str | None = None
+    ) -> list[dict[str, Any]]:
+        """BotTasks that may be in `states` (all when None), narrowed by label where the labels
+        can be trusted (see _NOT_FINISHED); callers filter on the status."""
+        parts = [selector] if selector else []
+        if states is not None and not any(TaskState(s).finished for s in states):
+            parts.append(_NOT_FINISHED)
+        return await self.kube.list_objects(BOTTASKS, ",".join(parts) or None)
+
+    async def _tasks(
+        self, states: Iterable[TaskState] | None = None, *, selector: str | None = None
+    ) -> list[Task]:
+        wanted = None if states is None else {TaskState(s) for s in states}
+        tasks = [task_of(obj) for obj in await self._list(wanted, selector=selector)]
+        if wanted is not None:
+            tasks = [t for t in tasks if t.state in wanted]
+        return sorted(tasks, key=queue_key)
+
+    async def _full(self, task: Task) -> Task:
+        """The task with its full result when the BotTask's summary may be cut short."""
+        if not _maybe_truncated(task.result):
+            return task
+        archived = await self.inner.get_task(task.id)
+        if archived is None or archived.result is None:
+            return task
+        return task.with_(result=archived.result)
+
+    # --- writing BotTasks ----------------------------------------------------------------
+    async def _change_status(
+        self,
+        task_id: str,
+        decide: Callable[[Task], dict[str, Any] | None],
+        obj: dict[str, Any] | None = None,
+    ) -> dict[str, Any] | None:
+        """Patch the status with what `decide` makes of the task as read, conditional on that
+        read; on 409 read again and decide again. None when `decide` declines (or the task is
+        gone); else the object as written."""
+        for _ in range(RETRIES):
+            if obj is None:
+                obj = await self._read(task_id)
+                if obj is None:
+                    return None
+            status = decide(task_of(obj))
+            if status is None:
+                return None
+            patch = {"metadata": {"resourceVersion": _rv(obj)}, "status": status}
+            try:
+                return await self.kube.patch_status(BOTTASKS, task_id, patch)
+            except Conflict:
+                obj = None
+            except NotFound:
+                return None
+        raise Conflict(409, "Conflict", f"{task_id} kept changing; gave up after {RETRIES} tries")
+
+    async def _sync_labels(self, obj: dict[str, Any]) -> dict[str, Any]:
+        """Bring the phase and worker labels in step with the status (conditional writes). The
+        status is the truth: a failure here is logged, never raised."""
+        name = _name(obj)
+        try:
+            for _ in range(RETRIES):
+                if labels_in_step(obj):
+                    return obj
+                patch = {"metadata": {"resourceVersion": _rv(obj), "labels": labels_for(obj)}}
+                try:
+                    return await self.kube.patch_object(BOTTASKS, name, patch)
+                except Conflict:
+                    fresh = await self._read(name)
+                    if fresh is None:
+                        return obj
+                    obj = fresh
+        except NotFound:
+            return obj
+        except KubeApiError:
+            log.exception("could not label the task", extra={"task": name})
+            return obj
+        log.warning("task labels still out of step", extra={"task": name})
+        return obj
+
+    async def _archive(self, task: Task) -> Task:
+        """Record the task in SQL. Usage totals are SQL's own (the ledger's sums), so that
+        a stale status never undoes a recorded call."""
+        archived = await self.inner.get_task(task.id)
+        if archived is not None:
+            task = task.with_(usage=archived.usage)
+        await self.inner.archive_task(task)
+        return task
+
+    async def _announce(self, task: Task, event: tuple[str, dict[str, Any]] | None) -> None:
+        if event is not None:
+            kind, payload = event
+            await self.inner.add_event(kind, payload, task_id=task.id, chat_id=task.chat_id)
+
+    # --- task queue ----------------------------------------------------------------------
+    async def create_task(
+        self, task: Task, event: tuple[str, dict[str, Any]] | None = None
+    ) -> Task:
+        if await self.inner.get_task(task.id) is not None:
+            raise DuplicateTaskError(f"task id {task.id} is already taken")
+        try:
+            obj = await self.kube.create_object(BOTTASKS, bottask_manifest(task, self.namespace))
+        except Conflict as exc:
+            raise DuplicateTaskError(f"task id {task.id} is already taken") from exc
+        # The status from the start (kubectl shows the phase), unless someone was quicker.
+        try:
+            obj = await self.kube.patch_status(
+                BOTTASKS, task.id,
+                {"metadata": {"resourceVersion": _rv(obj)}, "status": status_of(task)},
+            )
+        except Conflict:
+            obj = await self._read(task.id) or obj
+        created = task_of(obj).with_(result=task.result)
+        await self.inner.create_task(created, event)  # the record and its event, one transaction
+        await self._sync_labels(obj)
+        return created
+
+    async def get_task(self, task_id: str) -> Task | None:
+        obj = await self._read(task_id)
+        return None if obj is None else await self._full(task_of(obj))
+
+    async def list_tasks(
+        self,
+        states: Iterable[TaskState] | None = None,
+        *,
+        user_id: int | None = None,
+        worker: str | None = None,
+        limit: int = 100,
+    ) -> list[Task]:
+        if states is not None:
+            states = [TaskState(s) for s in states]
+            if not states:
+                return []
+        tasks = [
+            t for t in await self._tasks(states)
+            if (user_id is None or t.user_id == user_id) and (worker is None or t.worker == worker)
+        ]
+        return [await self._full(t) for t in tasks[:limit]]
+
+    async def queue_position(self, task_id: str) -> int | None:
+        pending = await self._tasks([TaskState.PENDING])
+        mine = next((t for t in pending if t.id == task_id), None)
+        if mine is None:
+            return None
+        key = queue_key(mine)
+        return 1 + sum(1 for t in pending if not t.cancel_requested and queue_key(t) < key)
+
+    async def claim_next(self, worker: str, now: datetime) -> Task | None:
+        """The first (queue order) of the tasks the operator assigned to `worker` and that it
+        has not started: workers never take pending tasks themselves in cluster mode. A task
+        whose cancel was requested is handed over too: mark_running refuses it, and the worker
+        then finishes it as cancelled."""
+        assigned = await self._tasks([TaskState.ASSIGNED], selector=f"{LABEL_WORKER}={worker}")
+        return next((t for t in assigned if t.worker == worker), None)
+
+    async def mark_running(self, task_id: str, worker: str, now: datetime) -> Task | None:
+        def decide(task: Task) -> dict[str, Any] | None:
+            if task.state is not TaskState.ASSIGNED or task.worker != worker:
+                return None
+            if task.cancel_requested:
+                return None
+            return {"phase": PHASE_OF[TaskState.RUNNING], "startedAt": iso(now)}
+
+        obj = await self._change_status(task_id, decide)
+        if obj is None:
+            return None
+        running = await self._archive(task_of(obj))
+        await self._sync_labels(obj)
+        return running
+
+    async def finish_task(
+        self,
+        task_id: str,
+        worker: str,
+        state: TaskState,
+        now: datetime,
+        *,
+        result: str | None = None,
+        error: str | None = None,
+        event: tuple[str, dict[str, Any]] | None = None,
+    ) -> Task | None:
+        if not TaskState(state).finished:
+            raise ValueError(f"finish_task needs a finished state, not {state!r}")
+        archived = await self.inner.get_task(task_id)
+
+        def decide(task: Task) -> dict[str, Any] | None:
+            if task.worker != worker or not task.state.active:
+                return None
+            usage = archived.usage if archived is not None else task.usage
+            return {
+                "phase": PHASE_OF[TaskState(state)],
+                "completedAt": iso(now),
+                "summary": summary_of(result),  # None removes an older one
+                "error": error,
+                "usage": usage_status(usage),
+            }
+
+        obj = await self._change_status(task_id, decide)
+        if obj is None:
+            return None
+        finished = await self._archive(task_of(obj).with_(result=result))
+        await self._announce(finished, event)
+        await self._sync_labels(obj)
+        return finished
+
+    async def request_cancel(
+        self, task_id: str, user_id: int | None, now: datetime
+    ) -> CancelResult:
+        for _ in range(RETRIES):
+            obj = await self._read(task_id)
+            if obj is None:
+                return CancelResult(CancelOutcome.NOT_FOUND, None)
+            task = task_of(obj)
+            if user_id is not None and task.user_id != user_id:
+                return CancelResult(CancelOutcome.NOT_YOURS, None)
+            if task.state.finished:
+                return CancelResult(CancelOutcome.ALREADY_FINISHED, await self._full(task))
+            precondition = {"resourceVersion": _rv(obj)}
+            try:
+                if task.state is TaskState.PENDING:
+                    new = await self.kube.patch_status(BOTTASKS, task_id, {
+                        "metadata": precondition,
+                        "status": {"phase": PHASE_OF[TaskState.CANCELLED],
+                                   "completedAt": iso(now)},
+                    })
+                else:
+                    new = await self.kube.patch_object(BOTTASKS, task_id, {
+                        "metadata": precondition, "spec": {"cancel": True},
+                    })
+            except Conflict:
+                continue  # it changed meanwhile (assigned, started, finished...): look again
+            except NotFound:
+                return CancelResult(CancelOutcome.NOT_FOUND, None)
+            changed = await self._archive(task_of(new))
+            if task.state is not TaskState.PENDING:
+                return CancelResult(CancelOutcome.REQUESTED, changed)
+            by = "user" if user_id is not None else "operator"
+            await self._announce(changed, ("cancelled", {"by": by}))
+            await self._sync_labels(new)
+            return CancelResult(CancelOutcome.CANCELLED, changed)
+        raise Conflict(409, "Conflict", f"{task_id} kept changing; gave up after {RETRIES} tries")
+
+    async def requeue_worker_tasks(
+        self, worker: str, now: datetime, *, max_attempts: int, reason: str
+    ) -> list[Task]:
+        """The worker's assigned/running tasks (by status.worker, not by label) back to pending,
+        attempts unchanged; failed once attempts >= max_attempts; cancelled if cancel was
+        requested (`objects.requeue_of`, which the operator shares)."""
+        candidates = [
+            obj for obj in await self._list([TaskState.ASSIGNED, TaskState.RUNNING])
+            if (t := task_of(obj)).state.active and t.worker == worker
+        ]
+        candidates.sort(key=lambda obj: queue_key(task_of(obj)))
+        changed: list[Task] = []
+        for candidate in candidates:
+            decided: list[Requeue] = []
+
+            def decide(task: Task, decided: list[Requeue] = decided) -> dict[str, Any] | None:
+                if task.worker != worker or not task.state.active:
+                    return None
+                decided.append(
+                    requeue_of(task, now, max_attempts=max_attempts, reason=reason,
+                               worker=worker)
+                )
+                return decided[-1].status
+
+            obj = await self._change_status(_name(candidate), decide, candidate)
+            if obj is None:
+                continue
+            after = await self._archive(task_of(obj))
+            await self._announce(after, decided[-1].event)
+            await self._sync_labels(obj)
+            changed.append(after)
+        return changed
+
+    async def record_api_call(self, call: ApiCall) -> None:
+        """The call goes to the SQL ledger (and the SQL task's totals); the BotTask's
+        status.usage then shows those totals."""
+        task_id = call.task_id
+        if task_id is not None and await self.inner.get_task(task_id) is None:
+            obj = await self._read(task_id)  # e.g. created with kubectl: give it a record
+            if obj is not None:
+                await self.inner.archive_task(task_of(obj))
+        await self.inner.record_api_call(call)
+        if task_id is None:
+            return
+        archived = await self.inner.get_task(task_id)
+        if archived is None:
+            return
+        try:
+            await self.kube.patch_status(
+                BOTTASKS, task_id, {"status": {"usage": usage_status(archived.usage)}}
+            )
+        except NotFound:
+            pass
+
+    async def purge_finished(self, before: datetime) -> int:
+        """Delete the finished BotTasks completed before `before`. Their full record, the
+        outbox and the ledger stay in SQL (the audit record outlives the queue)."""
+        deleted = 0
+        for obj in await self._list():
+            for _ in range(RETRIES):
+                task = task_of(obj)
+                if not (task.state.finished and task.completed_at is not None
+                        and task.completed_at < before):
+                    break
+                try:
+                    await self.kube.delete_object(BOTTASKS, task.id, resource_version=_rv(obj))
+                except NotFound:
+                    break
+                except Conflict:
+                    fresh = await self._read(task.id)
+                    if fresh is None:
+                        break
+                    obj = fresh
+                else:
+                    deleted += 1
+                    break
+        return deleted
+
+    async def archive_task(self, task: Task) -> None:
+        await self.inner.archive_task(task)
+
+    # --- worker slots --------------------------------------------------------------------
+    async def ensure_slots(self, names: Sequence[str]) -> None:
+        """Nothing to do: the slots are the WorkerPool's spec.tokenSecrets."""
+
+    async def _pool_slot_names(self) -> list[str]:
+        try:
+            pool = await self.kube.get_object(WORKERPOOLS, self.pool)
+        except NotFound:
+            return self.settings.slot_names
+        return slot_names_of(pool)
+
+    async def get_slots(self) -> list[WorkerSlot]:
+        """worker1..N of the WorkerPool; enabled while the slot's Deployment exists (started_at:
+        its started-at annotation or creation, or the Lease's when later), the rest from the
+        worker's Lease (`objects.worker_slot_of`, the operator's reading too)."""
+        names, deployments, leases = await asyncio.gather(
+            self._pool_slot_names(),
+            self.kube.list_deployments(f"{LABEL_POOL}={self.pool}"),
+            self.kube.list_leases(),
+        )
+        by_slot: dict[str, dict[str, Any]] = {}
+        for dep in deployments:
+            meta = dep.get("metadata") or {}
+            slot = (meta.get("labels") or {}).get(LABEL_SLOT)
+            if slot:
+                by_slot[slot] = dep
+            by_slot.setdefault(meta.get("name", ""), dep)
+        lease_by_name = {(lease.get("metadata") or {}).get("name"): lease for lease in leases}
+        return [
+            worker_slot_of(
+                name,
+                by_slot.get(name) or by_slot.get(deployment_name(self.pool, name)),
+                lease_by_name.get(lease_name(self.pool, name)),
+            )
+            for name in names
+        ]
+
+    async def update_slot(self, name: str, **fields: Any) -> None:
+        """A worker renews its Lease (heartbeat_at) and records username, ready_at,
+        current_task, error, state_since and started_at on it; the Lease is created on first
+        use. enabled is accepted and ignored: the slot's Deployment (the operator's) says it."""
+        unknown = set(fields) - _SLOT_FIELDS
+        if unknown:
+            raise TypeError(f"update_slot got unknown fields: {', '.join(sorted(unknown))}")
+        own = {k: v for k, v in fields.items() if k not in DEPLOYMENT_SLOT_FIELDS}
+        if not own:
+            return
+        lease_seconds = self.settings.worker_lease_seconds
+        patch = lease_patch(name, lease_seconds, own)
+        lease = lease_name(self.pool, name)
+        for _ in range(RETRIES):
+            try:
+                await self.kube.patch_lease(lease, patch)
+                return
+            except NotFound:
+                manifest = lease_manifest(self.pool, name, self.namespace, lease_seconds)
+                try:
+                    await self.kube.create_lease(manifest)
+                except Conflict:
+                    pass  # created meanwhile: patch it
+        raise RuntimeError(f"could not write the Lease {lease}")
+
+    # --- outbox and conversations: the SQL store's -----------------------------------------
+    async def add_event(
+        self,
+        kind: str,
+        payload: dict[str, Any],
+        *,
+        task_id: str | None = None,
+        chat_id: int | None = None,
+    ) -> int:
+        return await self.inner.add_event(kind, payload, task_id=task_id, chat_id=chat_id)
+
+    async def pending_events(self, limit: int = 50) -> list[Event]:
+        return await self.inner.pending_events(limit)
+
+    async def mark_event_delivered(self, event_id: int) -> None:
+        await self.inner.mark_event_delivered(event_id)
+
+    async def active_conversation(self, worker: str, user_id: int) -> int:
+        return await self.inner.active_conversation(worker, user_id)
+
+    async def new_conversation(self, worker: str, user_id: int) -> int:
+        return await self.inner.new_conversation(worker, user_id)
+
+    async def load_turns(self, conversation_id: int) -> list[dict[str, Any]]:
+        return await self.inner.load_turns(conversation_id)
+
+    async def append_turns(
+        self, conversation_id: int, turns: Sequence[dict[str, Any]], task_id: str | None
+    ) -> None:
+        await self.inner.append_turns(conversation_id, turns, task_id)

@@ -20,11 +20,11 @@ from pathlib import Path
 # Appended, not prepended: the repo's operator/ folder must not shadow the stdlib module.
 sys.path.append(str(Path(__file__).resolve().parent.parent))
 
-from fleetgram.domain import Task, TaskState  # noqa: E402
-from fleetgram.store import open_store  # noqa: E402
-from tests.e2e.harness import ADA, World, add_bots  # noqa: E402
-from tests.emulators.claude_api import ClaudeEmulator  # noqa: E402
-from tests.emulators.telegram_api import TelegramEmulator  # noqa: E402
+from fleetgram.domain import Task, TaskState
+from fleetgram.store import open_store
+from tests.e2e.harness import ADA, World, add_bots
+from tests.emulators.claude_api import ClaudeEmulator
+from tests.emulators.telegram_api import TelegramEmulator
 
 
 async def run_fleet(tasks: int, workers: int, tps: float, db: str) -> float:

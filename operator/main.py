@@ -1,0 +1,68 @@
+"""`fleetgram operator`: the kopf operator of the worker fleet.
+
+    fleetgram operator     # FLEETGRAM_NAMESPACE (default "default"); in-cluster or kubeconfig
+
+It watches the WorkerPools of its namespace and, every OPERATOR_INTERVAL seconds (default 1),
+reconciles each (see fleetgram.operator.reconcile). Requeue and failure announcements go to
+the store's outbox when a database is configured (DATABASE_URL, normally Postgres).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections.abc import Mapping
+
+import kopf
+from fleetgram.operator.executor import Reconciler
+from fleetgram.operator.handlers import post_notice, register
+from fleetgram.operator.kubeapi import KubeApi, KubernetesApi
+from fleetgram.operator.outbox import NullOutbox, Outbox, StoreOutbox
+from fleetgram.operator.reconcile import OperatorConfig
+
+from fleetgram.config import Settings
+
+log = logging.getLogger(__name__)
+
+
+def outbox_for(settings: Settings, env: Mapping[str, str] | None = None) -> Outbox:
+    """The store's outbox for a Postgres DATABASE_URL (or an explicitly set SQLite one); none
+    for the built-in SQLite default, which would be a file nobody reads in a pod."""
+    env = os.environ if env is None else env
+    url = settings.database_url
+    if url.startswith(("postgresql://", "postgres://")) or env.get("DATABASE_URL", "").strip():
+        return StoreOutbox(url)
+    return NullOutbox()
+
+
+def build_registry(
+    api: KubeApi,
+    *,
+    outbox: Outbox | None = None,
+    config: OperatorConfig | None = None,
+) -> tuple[kopf.OperatorRegistry, Reconciler]:
+    """A registry holding the operator's handlers, and the Reconciler they call."""
+    registry = kopf.OperatorRegistry()
+    reconciler = Reconciler(api, outbox, config, notify=post_notice)
+    register(registry, reconciler)
+    return registry, reconciler
+
+
+def run_operator(settings: Settings) -> int:
+    config = OperatorConfig.from_env(os.environ, default_pool=settings.pool_name)
+    api = KubernetesApi()
+    try:
+        KubernetesApi.load_config()
+    except Exception as exc:  # kopf's own login reports it properly
+        log.warning("no Kubernetes configuration found yet: %s", exc)
+    registry, _ = build_registry(api, outbox=outbox_for(settings), config=config)
+    log.info("operator starting", extra={"namespace": settings.namespace,
+                                         "interval": config.interval})
+    kopf.run(
+        registry=registry,
+        standalone=True,
+        namespaces=[settings.namespace],
+        clusterwide=False,
+    )
+    api.close()
+    return 0

@@ -1,0 +1,180 @@
+"""The worker Deployment of a WorkerPool slot, as a plain dict (no I/O, no kopf).
+
+One Deployment per active token slot: one replica, replaced with Recreate (a bot token may be
+polled by one process only, so an old and a new pod must never overlap), owned by the
+WorkerPool (deleting the pool deletes its workers), and holding only its own token: the
+container's WORKER_TOKEN comes from a secretKeyRef to that slot's Secret, and nothing else of
+the token pool reaches the pod.
+"""
+
+from __future__ import annotations
+
+import copy
+import hashlib
+import json
+from collections.abc import Mapping
+from datetime import datetime
+from typing import Any
+
+from fleetgram.kube.objects import (
+    ANNOTATION_STARTED_AT,
+    ANNOTATION_TEMPLATE_HASH,
+    API_VERSION,
+    WORKERPOOL_KIND,
+    deployment_name,
+    iso,
+    worker_labels,
+)
+
+CONTAINER_NAME = "worker"
+RUN_AS_USER = 10001  # the images' unprivileged user (as in the Helm chart)
+
+# Set by the operator for each slot; a template env entry of the same name is dropped.
+# WORKER_TOKEN_POOL and MASTER_BOT_TOKEN never reach a worker: it holds its own token only.
+_DROPPED_ENV = frozenset({"WORKER_TOKEN_POOL", "MASTER_BOT_TOKEN"})
+
+
+def owner_reference(pool: Mapping[str, Any]) -> dict[str, Any]:
+    meta = pool["metadata"]
+    return {
+        "apiVersion": API_VERSION,
+        "kind": WORKERPOOL_KIND,
+        "name": meta["name"],
+        "uid": meta["uid"],
+        "controller": True,
+        "blockOwnerDeletion": True,
+    }
+
+
+def token_secret(pool: Mapping[str, Any], index: int) -> tuple[str, str]:
+    """(Secret name, key) of slot `index` (0-based) of the pool's token pool."""
+    entry = pool["spec"]["tokenSecrets"][index]
+    return entry["name"], entry.get("key") or "token"
+
+
+def worker_env(pool: Mapping[str, Any], slot: str, index: int) -> list[dict[str, Any]]:
+    """template.env, then the slot's own settings (which win over same-named template ones)."""
+    meta, spec = pool["metadata"], pool["spec"]
+    template = spec.get("template") or {}
+    secret, key = token_secret(pool, index)
+    own: list[dict[str, Any]] = [
+        {"name": "WORKER_SLOT", "value": slot},
+        {"name": "FLEETGRAM_MODE", "value": "kubernetes"},
+        {"name": "FLEETGRAM_NAMESPACE", "value": meta.get("namespace") or "default"},
+        {"name": "FLEETGRAM_POOL", "value": meta["name"]},
+    ]
+    if template.get("model"):
+        own.append({"name": "CLAUDE_MODEL", "value": str(template["model"])})
+    if template.get("maxTokens"):
+        own.append({"name": "CLAUDE_MAX_TOKENS", "value": str(template["maxTokens"])})
+    own.append({"name": "WORKER_LEASE_SECONDS", "value": str(spec.get("leaseSeconds", 30))})
+    own.append({"name": "WORKER_TOKEN",
+                "valueFrom": {"secretKeyRef": {"name": secret, "key": key}}})
+    taken = {e["name"] for e in own} | _DROPPED_ENV
+    inherited = [
+        copy.deepcopy(dict(e)) for e in template.get("env") or []
+        if isinstance(e, Mapping) and e.get("name") not in taken
+    ]
+    return inherited + own
+
+
+def pod_template(pool: Mapping[str, Any], slot: str, index: int) -> dict[str, Any]:
+    meta, spec = pool["metadata"], pool["spec"]
+    template = spec.get("template") or {}
+    labels = {
+        **worker_labels(meta["name"], slot),
+        "app.kubernetes.io/name": "fleetgram",
+        "app.kubernetes.io/component": "worker",
+        "app.kubernetes.io/part-of": "fleetgram",
+        "app.kubernetes.io/managed-by": "fleetgram-operator",
+    }
+    container: dict[str, Any] = {
+        "name": CONTAINER_NAME,
+        "image": template["image"],
+        "command": ["fleetgram"],
+        "args": ["worker", "--slot", slot],
+        "env": worker_env(pool, slot, index),
+        "securityContext": {
+            "allowPrivilegeEscalation": False,
+            "capabilities": {"drop": ["ALL"]},
+        },
+        "volumeMounts": [{"name": "tmp", "mountPath": "/tmp"}],
+    }
+    if template.get("imagePullPolicy"):
+        container["imagePullPolicy"] = template["imagePullPolicy"]
+    if template.get("resources"):
+        container["resources"] = copy.deepcopy(dict(template["resources"]))
+    pod_spec: dict[str, Any] = {
+        "containers": [container],
+        "enableServiceLinks": False,
+        "terminationGracePeriodSeconds": 30,
+        "securityContext": {
+            "runAsNonRoot": True,
+            "runAsUser": RUN_AS_USER,
+            "runAsGroup": RUN_AS_USER,
+            "fsGroup": RUN_AS_USER,
+            "seccompProfile": {"type": "RuntimeDefault"},
+        },
+        "volumes": [{"name": "tmp", "emptyDir": {}}],
+    }
+    if template.get("serviceAccountName"):
+        pod_spec["serviceAccountName"] = template["serviceAccountName"]
+    return {"metadata": {"labels": labels}, "spec": pod_spec}
+
+
+def template_hash(template: Mapping[str, Any]) -> str:
+    blob = json.dumps(template, sort_keys=True, separators=(",", ":")).encode()
+    return hashlib.sha256(blob).hexdigest()[:16]
+
+
+def deployment_manifest(
+    pool: Mapping[str, Any], slot: str, index: int, started_at: datetime
+) -> dict[str, Any]:
+    """The Deployment of slot `slot` (= index `index` of spec.tokenSecrets)."""
+    meta = pool["metadata"]
+    name = meta["name"]
+    template = pod_template(pool, slot, index)
+    return {
+        "apiVersion": "apps/v1",
+        "kind": "Deployment",
+        "metadata": {
+            "name": deployment_name(name, slot),
+            "namespace": meta.get("namespace") or "default",
+            "labels": {
+                **worker_labels(name, slot),
+                "app.kubernetes.io/name": "fleetgram",
+                "app.kubernetes.io/component": "worker",
+                "app.kubernetes.io/part-of": "fleetgram",
+                "app.kubernetes.io/managed-by": "fleetgram-operator",
+            },
+            "annotations": {
+                ANNOTATION_STARTED_AT: iso(started_at),
+                ANNOTATION_TEMPLATE_HASH: template_hash(template),
+            },
+            "ownerReferences": [owner_reference(pool)],
+        },
+        "spec": {
+            "replicas": 1,
+            "strategy": {"type": "Recreate"},
+            "revisionHistoryLimit": 2,
+            "selector": {"matchLabels": worker_labels(name, slot)},
+            "template": template,
+        },
+    }
+
+
+def updated_deployment(
+    current: Mapping[str, Any], desired: Mapping[str, Any]
+) -> dict[str, Any]:
+    """`current` with the desired pod template, replicas, strategy and annotations: the body of
+    a replace (PUT) carrying current's resourceVersion, so a concurrent change wins."""
+    body = copy.deepcopy(dict(current))
+    body.pop("status", None)
+    meta = body.setdefault("metadata", {})
+    meta.setdefault("annotations", {}).update(desired["metadata"]["annotations"])
+    meta.setdefault("labels", {}).update(desired["metadata"]["labels"])
+    spec = body.setdefault("spec", {})
+    spec["replicas"] = 1
+    spec["strategy"] = {"type": "Recreate"}
+    spec["template"] = copy.deepcopy(desired["spec"]["template"])
+    return body

@@ -1,0 +1,63 @@
+"""Where the operator's announcements go: the store's outbox, which the master delivers.
+
+A requeue or a failure on lease expiry is written to the BotTask first and announced after
+("every change of state is written before it is announced"). The outbox is optional: without
+a database the operator still reconciles, the BotTask's status says what happened.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from typing import Any, Protocol
+
+log = logging.getLogger(__name__)
+
+
+class Outbox(Protocol):
+    """The one store call the operator needs; a fleetgram Store satisfies it as it is."""
+
+    async def add_event(
+        self, kind: str, payload: dict[str, Any], *, task_id: str | None = None,
+        chat_id: int | None = None,
+    ) -> Any: ...
+
+
+class NullOutbox:
+    async def add_event(
+        self, kind: str, payload: dict[str, Any], *, task_id: str | None = None,
+        chat_id: int | None = None,
+    ) -> None:
+        log.debug("no outbox: %s for %s not announced", kind, task_id)
+
+
+class StoreOutbox:
+    """A fleetgram store (`open_store(DATABASE_URL)`), opened on first use and kept open."""
+
+    def __init__(self, database_url: str) -> None:
+        self._url = database_url
+        self._store: Any = None
+        self._lock = asyncio.Lock()
+
+    async def _opened(self) -> Any:
+        async with self._lock:
+            if self._store is None:
+                from fleetgram.store import open_store
+
+                store = open_store(self._url)
+                await store.open()
+                self._store = store
+            return self._store
+
+    async def add_event(
+        self, kind: str, payload: dict[str, Any], *, task_id: str | None = None,
+        chat_id: int | None = None,
+    ) -> Any:
+        store = await self._opened()
+        return await store.add_event(kind, payload, task_id=task_id, chat_id=chat_id)
+
+    async def close(self) -> None:
+        async with self._lock:
+            if self._store is not None:
+                await self._store.close()
+                self._store = None

@@ -1,0 +1,794 @@
+"""One reconciliation round of a WorkerPool, as a pure function: snapshot in, Plan out.
+
+`plan(pool, tasks, deployments, leases, now, memory)` takes the objects as the API returns them
+(plain dicts) and decides, with the same policy functions as the single-host orchestrator
+(`worker_state`, `dead_workers`, `quiet_since`, `decide_scaling`, `plan_assignments`):
+
+- each slot's facts (`WorkerSlot`): enabled = its Deployment exists (and is not being deleted);
+  started = the Deployment's started-at annotation (or a later one on the worker's Lease);
+  ready, username, current task and error from the Lease's annotations, heartbeat = the Lease's
+  renewTime; the current task is also whatever Assigned/Running task names the slot, or a task
+  it is reserved for (see below). A worker still starting after `start_timeout` is in error.
+- lease expiry: a worker holding Assigned/Running tasks whose Lease is older than
+  spec.leaseSeconds (`dead_workers`) loses them: each goes back to Pending (worker cleared), or
+  to Failed at spec.maxAttempts, or to Cancelled if cancel was asked; an outbox event says so.
+  Its Deployment is deleted and created again in the same round: the pod may be hung rather
+  than crashed (Kubernetes restarts a crashed container by itself, not a hung one), and a fresh
+  Deployment gives the slot a new started-at, so it shows `starting` until the new process
+  reports ready. An enabled worker that is simply offline (no tasks) is restarted the same way.
+- scaling: one `decide_scaling` decision per round; start = create the Deployment, stop =
+  delete an idle one (guarded by its resourceVersion, so it cannot race an assignment).
+- assignment: `plan_assignments` over idle workers. Each assignment is executed as (1) reserve
+  the worker: write ANNOTATION_RESERVED_TASK/AT on its Deployment with the Deployment's
+  resourceVersion, (2) write the task's status (phase Assigned, worker, assignedAt, attempts + 1)
+  with the task's resourceVersion, (3) label the task. A 409 at (1) or (2) skips it this round.
+  A reservation younger than `reservation_ttl` for a still-Pending task keeps the worker busy, so
+  a second operator replica reading a task list older than the reservation cannot hand the same
+  worker another task; the task's own resourceVersion keeps it from being assigned twice.
+- label repair: an Assigned task whose labels do not name its worker (a write lost between
+  steps 2 and 3) is labelled again; a Pending one loses a leftover worker label.
+- garbage collection of finished tasks older than spec.finishedTaskTTLSeconds.
+- Deployments built from an older pool template are replaced while their worker is not busy;
+  Deployments of slots no longer in the token pool are deleted once they hold no task.
+- the pool's status: slots, counts, lastScale, conditions, observedGeneration; written with
+  the pool's resourceVersion, so a replica never overwrites a newer status with an older view.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field, replace
+from datetime import datetime
+from typing import Any
+
+from fleetgram.operator.manifests import deployment_manifest, token_secret, updated_deployment
+
+from fleetgram.domain import Task, TaskState, WorkerSlot, WorkerState, slot_name
+from fleetgram.kube.objects import (
+    ANNOTATION_CURRENT_TASK,
+    ANNOTATION_ERROR,
+    ANNOTATION_READY_AT,
+    ANNOTATION_RESERVED_AT,
+    ANNOTATION_RESERVED_TASK,
+    ANNOTATION_STARTED_AT,
+    ANNOTATION_TEMPLATE_HASH,
+    ANNOTATION_USERNAME,
+    LABEL_PHASE,
+    LABEL_POOL,
+    LABEL_SLOT,
+    LABEL_WORKER,
+    deployment_name,
+    iso,
+    lease_name,
+    parse_time,
+    task_of,
+    task_pool,
+)
+from fleetgram.policy import (
+    FleetView,
+    ScaleAction,
+    ScaleDecision,
+    ScalingSettings,
+    dead_workers,
+    decide_scaling,
+    plan_assignments,
+    quiet_since,
+    worker_state,
+)
+
+JsonDict = dict[str, Any]
+
+
+@dataclass(frozen=True)
+class OperatorConfig:
+    interval: float = 1.0  # seconds between rounds (the kopf timer)
+    reservation_ttl: float = 10.0  # how long a worker reservation holds for a Pending task
+    start_timeout: float = 300.0  # a worker not ready this long after its start is in error
+    secret_retry: float = 30.0  # how long a missing token Secret keeps its slot in error
+    default_pool: str = "fleetgram"  # the pool that takes BotTasks without a pool label
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str], default_pool: str = "fleetgram") -> OperatorConfig:
+        def number(name: str, default: float) -> float:
+            raw = env.get(name, "").strip()
+            return float(raw) if raw else default
+
+        return cls(
+            interval=number("OPERATOR_INTERVAL", 1.0),
+            reservation_ttl=number("OPERATOR_RESERVATION_TTL", 10.0),
+            start_timeout=number("OPERATOR_START_TIMEOUT", 300.0),
+            secret_retry=number("OPERATOR_SECRET_RETRY", 30.0),
+            default_pool=default_pool,
+        )
+
+
+@dataclass
+class Memory:
+    """What one operator process remembers about a pool between rounds (lost on restart, which
+    only delays a scale-down by one quiet period and retries a missing Secret)."""
+
+    quiet_since: datetime | None = None
+    secret_errors: dict[str, tuple[str, datetime]] = field(default_factory=dict)
+
+    def secret_error(self, slot: str, now: datetime, retry: float) -> str | None:
+        entry = self.secret_errors.get(slot)
+        if entry is None:
+            return None
+        message, at = entry
+        if (now - at).total_seconds() >= retry:
+            return None
+        return message
+
+
+# --------------------------------------------------------------------------------------------
+# The plan.
+# --------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Create:
+    slot: str
+    manifest: JsonDict
+    secret: tuple[str, str]  # (name, key) checked before creating
+    reason: str
+
+
+@dataclass(frozen=True)
+class Delete:
+    slot: str
+    name: str
+    uid: str  # precondition: this very Deployment, not a newer one of the same name
+    resource_version: str | None  # precondition too, when not None (a stop of an idle worker)
+    reason: str
+
+
+@dataclass(frozen=True)
+class Replace:
+    slot: str
+    name: str
+    body: JsonDict  # carries metadata.resourceVersion
+
+
+@dataclass(frozen=True)
+class Assignment:
+    task: str
+    worker: str
+    resource_version: str
+    attempts: int
+    deployment: str
+    deployment_version: str
+    at: datetime
+
+    def status_patch(self) -> JsonDict:
+        return {
+            "metadata": {"resourceVersion": self.resource_version},
+            "status": {"phase": "Assigned", "worker": self.worker,
+                       "assignedAt": iso(self.at), "attempts": self.attempts},
+        }
+
+    def reservation_patch(self) -> JsonDict:
+        return {"metadata": {
+            "resourceVersion": self.deployment_version,
+            "annotations": {ANNOTATION_RESERVED_TASK: self.task,
+                            ANNOTATION_RESERVED_AT: iso(self.at)},
+        }}
+
+
+@dataclass(frozen=True)
+class Event:
+    """An outbox announcement (kind, payload like the worker's), written after the state."""
+
+    kind: str
+    task_id: str
+    chat_id: int
+    payload: JsonDict
+
+
+@dataclass(frozen=True)
+class Requeue:
+    task: str
+    worker: str
+    resource_version: str
+    phase: str  # Pending, Failed or Cancelled
+    status: JsonDict  # the merge patch of .status
+    labels: JsonDict  # the merge patch of .metadata.labels (None removes)
+    event: Event
+
+    def status_patch(self) -> JsonDict:
+        return {"metadata": {"resourceVersion": self.resource_version}, "status": self.status}
+
+
+@dataclass(frozen=True)
+class Relabel:
+    task: str
+    resource_version: str
+    labels: JsonDict
+
+
+@dataclass(frozen=True)
+class Collect:
+    task: str
+    uid: str
+
+
+@dataclass(frozen=True)
+class Notice:
+    """A Kubernetes Event on the WorkerPool (kubectl describe wp)."""
+
+    reason: str
+    message: str
+    warning: bool = False
+
+
+@dataclass(frozen=True)
+class Plan:
+    pool: str
+    namespace: str
+    decision: ScaleDecision
+    quiet_since: datetime | None
+    states: dict[str, WorkerState]
+    pending: int
+    requeues: list[Requeue] = field(default_factory=list)
+    deletes: list[Delete] = field(default_factory=list)
+    creates: list[Create] = field(default_factory=list)
+    replaces: list[Replace] = field(default_factory=list)
+    assignments: list[Assignment] = field(default_factory=list)
+    relabels: list[Relabel] = field(default_factory=list)
+    gc: list[Collect] = field(default_factory=list)
+    notices: list[Notice] = field(default_factory=list)
+    status: JsonDict = field(default_factory=dict)
+    pool_version: str = ""  # the pool's resourceVersion the status was computed from
+
+    def status_patch(self) -> JsonDict:
+        """Guarded: a status computed from an older pool (another replica wrote since) is
+        dropped rather than written over a newer one; the next round writes a fresh one."""
+        return {"metadata": {"resourceVersion": self.pool_version}, "status": self.status}
+
+
+# --------------------------------------------------------------------------------------------
+# Reading the snapshot.
+# --------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class PoolSpec:
+    name: str
+    namespace: str
+    uid: str
+    generation: int
+    min_workers: int
+    max_workers: int
+    scale_up_threshold: int
+    scale_down_delay: float
+    lease_seconds: float
+    max_attempts: int
+    finished_ttl: float
+    slots: tuple[str, ...]
+
+    @classmethod
+    def of(cls, pool: Mapping[str, Any]) -> PoolSpec:
+        meta, spec = pool["metadata"], pool.get("spec") or {}
+        return cls(
+            name=meta["name"],
+            namespace=meta.get("namespace") or "default",
+            uid=meta.get("uid", ""),
+            generation=int(meta.get("generation", 0)),
+            min_workers=int(spec.get("minWorkers", 1)),
+            max_workers=int(spec.get("maxWorkers", 5)),
+            scale_up_threshold=int(spec.get("scaleUpThreshold", 3)),
+            scale_down_delay=float(spec.get("scaleDownDelaySeconds", 60)),
+            lease_seconds=float(spec.get("leaseSeconds", 30)),
+            max_attempts=int(spec.get("maxAttempts", 3)),
+            finished_ttl=float(spec.get("finishedTaskTTLSeconds", 86400)),
+            slots=tuple(slot_name(i) for i in range(len(spec.get("tokenSecrets") or []))),
+        )
+
+    @property
+    def scaling(self) -> ScalingSettings:
+        return ScalingSettings(self.min_workers, self.max_workers, self.scale_up_threshold,
+                               self.scale_down_delay)
+
+
+@dataclass(frozen=True)
+class TaskRecord:
+    obj: Mapping[str, Any]
+    task: Task
+
+    @property
+    def name(self) -> str:
+        return self.task.id
+
+    @property
+    def rv(self) -> str:
+        return str(self.obj["metadata"].get("resourceVersion", ""))
+
+    @property
+    def uid(self) -> str:
+        return str(self.obj["metadata"].get("uid", ""))
+
+    @property
+    def labels(self) -> Mapping[str, str]:
+        return self.obj["metadata"].get("labels") or {}
+
+
+def _meta(obj: Mapping[str, Any] | None) -> Mapping[str, Any]:
+    return (obj or {}).get("metadata") or {}
+
+
+def _annotations(obj: Mapping[str, Any] | None) -> Mapping[str, str]:
+    return _meta(obj).get("annotations") or {}
+
+
+def _time(value: Any) -> datetime | None:
+    try:
+        return parse_time(value) if isinstance(value, str) else None
+    except ValueError:
+        return None
+
+
+def _latest(*times: datetime | None) -> datetime | None:
+    known = [t for t in times if t is not None]
+    return max(known) if known else None
+
+
+def read_tasks(
+    tasks: Iterable[Mapping[str, Any]], pool: str, claim_unlabelled: bool
+) -> list[TaskRecord]:
+    """The pool's BotTasks: labelled for it, or unlabelled when this pool takes those."""
+    records = []
+    for obj in tasks:
+        owner = task_pool(dict(obj))
+        if owner != pool and not (owner is None and claim_unlabelled):
+            continue
+        try:
+            task = task_of(dict(obj))
+        except (KeyError, TypeError, ValueError):
+            continue  # not a BotTask the schema would admit; nothing to schedule
+        records.append(TaskRecord(obj, task))
+    return records
+
+
+def _finished_at(record: TaskRecord) -> datetime:
+    t = record.task
+    return t.completed_at or _latest(t.created_at, t.assigned_at, t.started_at) or t.created_at
+
+
+def _payload(task: Task, worker: str, username: str | None, **extra: object) -> JsonDict:
+    """As the worker's own announcements (worker/bot.py `_payload`)."""
+    u = task.usage
+    payload: JsonDict = {
+        "worker": worker,
+        "username": username,
+        "title": task.title,
+        "attempts": task.attempts,
+        "usage": {
+            "input_tokens": u.input_tokens, "output_tokens": u.output_tokens,
+            "cache_read_tokens": u.cache_read_tokens,
+            "cache_write_tokens": u.cache_write_tokens, "cost_usd": u.cost_usd,
+        },
+    }
+    payload.update({k: v for k, v in extra.items() if v is not None})
+    return payload
+
+
+def requeue_of(record: TaskRecord, worker: str, username: str | None, max_attempts: int,
+               now: datetime) -> Requeue:
+    """What becomes of an Assigned/Running task whose worker's Lease expired."""
+    task = record.task
+    reason = f"{worker} stopped responding"
+    status: JsonDict
+    if task.cancel_requested:
+        phase = "Cancelled"
+        status = {"phase": phase, "completedAt": iso(now)}
+        labels: JsonDict = {LABEL_PHASE: TaskState.CANCELLED.value}
+        kind, extra = "cancelled", {"by": "user", "reason": reason}
+    elif task.attempts >= max_attempts:
+        phase = "Failed"
+        error = f"worker died; gave up after {task.attempts} attempts"
+        status = {"phase": phase, "error": error, "completedAt": iso(now)}
+        labels = {LABEL_PHASE: TaskState.FAILED.value}
+        kind, extra = "failed", {"error": error, "reason": reason}
+    else:
+        phase = "Pending"
+        status = {"phase": phase, "worker": None, "assignedAt": None, "startedAt": None}
+        labels = {LABEL_PHASE: TaskState.PENDING.value, LABEL_WORKER: None}
+        kind, extra = "requeued", {"reason": reason}
+    event = Event(kind, task.id, task.chat_id, _payload(task, worker, username, **extra))
+    return Requeue(task.id, worker, record.rv, phase, status, labels, event)
+
+
+@dataclass
+class _Slot:
+    name: str
+    index: int
+    deployment: Mapping[str, Any] | None  # live (not being deleted)
+    terminating: Mapping[str, Any] | None
+    lease: Mapping[str, Any] | None
+    facts: WorkerSlot
+    state: WorkerState
+    error: str | None = None
+
+
+def _deployments_by_slot(
+    deployments: Iterable[Mapping[str, Any]], pool: str
+) -> dict[str, Mapping[str, Any]]:
+    """The pool's worker Deployments (by its labels and the name rule), by slot."""
+    found: dict[str, Mapping[str, Any]] = {}
+    for dep in deployments:
+        labels = _meta(dep).get("labels") or {}
+        slot = labels.get(LABEL_SLOT)
+        if labels.get(LABEL_POOL) != pool or not slot:
+            continue
+        if _meta(dep).get("name") != deployment_name(pool, slot):
+            continue
+        found[slot] = dep
+    return found
+
+
+def _slot_facts(
+    name: str,
+    dep: Mapping[str, Any] | None,
+    lease: Mapping[str, Any] | None,
+    held: str | None,
+    reserved: str | None,
+    finished: set[str],
+    secret_error: str | None,
+) -> WorkerSlot:
+    ann = _annotations(lease)
+    lease_spec = (lease or {}).get("spec") or {}
+    heartbeat = _time(lease_spec.get("renewTime")) or _time(lease_spec.get("acquireTime"))
+    dep_started = None
+    if dep is not None:
+        dep_started = _time(_annotations(dep).get(ANNOTATION_STARTED_AT)) or _time(
+            _meta(dep).get("creationTimestamp"))
+    started = _latest(dep_started, _time(ann.get(ANNOTATION_STARTED_AT))) if dep else None
+    error = secret_error
+    if error is None and dep is not None and ann.get(ANNOTATION_ERROR):
+        # Only an error this Deployment's worker reported counts: an older one is forgotten
+        # when the slot is started again.
+        if heartbeat is not None and dep_started is not None and heartbeat >= dep_started:
+            error = ann[ANNOTATION_ERROR]
+    lease_task = ann.get(ANNOTATION_CURRENT_TASK) or None
+    if lease_task in finished:
+        lease_task = None
+    return WorkerSlot(
+        name=name,
+        enabled=dep is not None,
+        username=ann.get(ANNOTATION_USERNAME) or None,
+        started_at=started,
+        ready_at=_time(ann.get(ANNOTATION_READY_AT)),
+        heartbeat_at=heartbeat,
+        error=error,
+        current_task=held or reserved or lease_task,
+    )
+
+
+# --------------------------------------------------------------------------------------------
+# The round.
+# --------------------------------------------------------------------------------------------
+
+
+def plan(
+    pool: Mapping[str, Any],
+    tasks: Iterable[Mapping[str, Any]],
+    deployments: Iterable[Mapping[str, Any]],
+    leases: Iterable[Mapping[str, Any]],
+    now: datetime,
+    memory: Memory | None = None,
+    config: OperatorConfig | None = None,
+    *,
+    claim_unlabelled: bool = True,
+) -> Plan:
+    memory = memory or Memory()
+    config = config or OperatorConfig()
+    spec = PoolSpec.of(pool)
+    records = read_tasks(tasks, spec.name, claim_unlabelled)
+    by_name = {r.name: r for r in records}
+    active = [r for r in records if r.task.state.active]
+    finished_ids = {r.name for r in records if r.task.state.finished}
+    leases_by_name = {_meta(x).get("name"): x for x in leases}
+    deps = _deployments_by_slot(deployments, spec.name)
+
+    held: dict[str, str] = {}
+    for r in sorted(active, key=lambda r: (r.task.assigned_at or r.task.created_at, r.name)):
+        if r.task.worker:
+            held.setdefault(r.task.worker, r.name)
+
+    # ---- each slot's facts and state
+    slots: dict[str, _Slot] = {}
+    for index, name in enumerate(spec.slots):
+        dep = deps.get(name)
+        terminating = dep if dep is not None and _meta(dep).get("deletionTimestamp") else None
+        live = None if terminating is not None else dep
+        reserved = None
+        if live is not None:
+            ann = _annotations(live)
+            reserved_task = ann.get(ANNOTATION_RESERVED_TASK)
+            reserved_at = _time(ann.get(ANNOTATION_RESERVED_AT))
+            record = by_name.get(reserved_task or "")
+            if (record is not None and record.task.state == TaskState.PENDING
+                    and not record.task.cancel_requested and reserved_at is not None
+                    and (now - reserved_at).total_seconds() < config.reservation_ttl):
+                reserved = record.name
+        lease = leases_by_name.get(lease_name(spec.name, name))
+        facts = _slot_facts(name, live, lease, held.get(name), reserved, finished_ids,
+                            memory.secret_error(name, now, config.secret_retry))
+        state = worker_state(facts, now, spec.lease_seconds)
+        error = facts.error
+        if (state == WorkerState.STARTING and facts.started_at is not None
+                and (now - facts.started_at).total_seconds() > config.start_timeout):
+            state = WorkerState.ERROR
+            error = f"not ready {config.start_timeout:g}s after it was started"
+        slots[name] = _Slot(name, index, live, terminating, lease, facts, state, error)
+
+    orphans = [dep for slot, dep in sorted(deps.items()) if slot not in slots]
+    return _Builder(spec, pool, now, slots, records, memory, orphans).build(held)
+
+
+class _Builder:
+    """The decisions of one round, in order; kept in a class only to share the snapshot."""
+
+    def __init__(self, spec: PoolSpec, pool: Mapping[str, Any], now: datetime,
+                 slots: dict[str, _Slot], records: list[TaskRecord], memory: Memory,
+                 orphans: Sequence[Mapping[str, Any]]) -> None:
+        self.spec = spec
+        self.pool = pool
+        self.now = now
+        self.slots = slots
+        self.records = records
+        self.memory = memory
+        self.orphans = orphans
+        self.requeues: list[Requeue] = []
+        self.deletes: list[Delete] = []
+        self.creates: list[Create] = []
+        self.replaces: list[Replace] = []
+        self.assignments: list[Assignment] = []
+        self.relabels: list[Relabel] = []
+        self.gc: list[Collect] = []
+        self.notices: list[Notice] = []
+        self.touched_tasks: set[str] = set()
+        self.touched_slots: set[str] = set()
+        self.restarted: list[str] = []
+
+    # -- helpers
+    def create(self, slot: _Slot, reason: str) -> None:
+        manifest = deployment_manifest(self.pool, slot.name, slot.index, self.now)
+        self.creates.append(
+            Create(slot.name, manifest, token_secret(self.pool, slot.index), reason))
+        self.touched_slots.add(slot.name)
+
+    def delete(self, slot: str, dep: Mapping[str, Any], reason: str, *, guarded: bool) -> None:
+        meta = _meta(dep)
+        rv = str(meta.get("resourceVersion")) if guarded else None
+        self.deletes.append(Delete(slot, meta["name"], str(meta.get("uid", "")), rv, reason))
+        self.touched_slots.add(slot)
+
+    # -- the round
+    def build(self, held: dict[str, str]) -> Plan:
+        spec, now = self.spec, self.now
+        self.expire_leases()
+        self.restart_offline()
+        states = {name: s.state for name, s in self.slots.items()}
+
+        requeued = {q.task for q in self.requeues if q.phase == "Pending"}
+        pending_tasks = [
+            r.task.with_(state=TaskState.PENDING, worker=None) if r.name in requeued else r.task
+            for r in self.records
+            if r.name in requeued
+            or (r.task.state == TaskState.PENDING and not r.task.cancel_requested)
+        ]
+        quiet = quiet_since(self.memory.quiet_since, len(pending_tasks), now)
+        decision = decide_scaling(FleetView(states, pending_tasks, quiet, now), spec.scaling)
+        self.apply_scaling(decision)
+        if decision.action == ScaleAction.STOP and decision.slot is not None:
+            quiet = now  # each stop needs a quiet period of its own
+        self.assign()
+        self.replace_outdated()
+        self.remove_orphans(held)
+        self.repair_labels()
+        self.collect()
+        states = {name: s.state for name, s in self.slots.items()}
+        pending = len([t for t in pending_tasks
+                       if t.id not in {a.task for a in self.assignments}])
+        status = self.status(decision, pending)
+        return Plan(
+            pool=spec.name, namespace=spec.namespace, decision=decision, quiet_since=quiet,
+            states=states, pending=pending, requeues=self.requeues, deletes=self.deletes,
+            creates=self.creates, replaces=self.replaces, assignments=self.assignments,
+            relabels=self.relabels, gc=self.gc, notices=self.notices, status=status,
+            pool_version=str(_meta(self.pool).get("resourceVersion", "")),
+        )
+
+    def expire_leases(self) -> None:
+        spec = self.spec
+        active = [r for r in self.records if r.task.state.active]
+        facts = [s.facts for s in self.slots.values()]
+        # Tasks held by a worker name outside the token pool (the pool shrank): its Lease, if
+        # any, decides like any other.
+        known = set(self.slots)
+        for name in sorted({r.task.worker for r in active if r.task.worker} - known):
+            facts.append(WorkerSlot(name=name, heartbeat_at=None))
+        dead = dead_workers(facts, [r.task for r in active], self.now, spec.lease_seconds)
+        for worker in dead:
+            slot = self.slots.get(worker)
+            username = slot.facts.username if slot else None
+            for r in active:
+                if r.task.worker != worker:
+                    continue
+                requeue = requeue_of(r, worker, username, spec.max_attempts, self.now)
+                self.requeues.append(requeue)
+                self.touched_tasks.add(r.name)
+            if slot is not None:
+                slot.facts = replace(slot.facts, current_task=None)
+                self.restart(slot, f"{worker} stopped responding (its Lease expired)")
+
+    def restart_offline(self) -> None:
+        for slot in self.slots.values():
+            if slot.state == WorkerState.OFFLINE and slot.name not in self.touched_slots:
+                self.restart(slot, f"{slot.name} is offline (its Lease expired)")
+
+    def restart(self, slot: _Slot, reason: str) -> None:
+        if slot.deployment is None:
+            return  # not running: scaling decides whether it starts again
+        self.delete(slot.name, slot.deployment, reason, guarded=False)
+        self.create(slot, reason)
+        slot.state = WorkerState.STARTING
+        slot.facts = replace(slot.facts, current_task=None, started_at=self.now)
+        self.restarted.append(slot.name)
+        self.notices.append(Notice("WorkerRestarted", f"restarting {slot.name}: {reason}",
+                                   warning=True))
+
+    def apply_scaling(self, decision: ScaleDecision) -> None:
+        if decision.action == ScaleAction.NONE or decision.slot is None:
+            return
+        slot = self.slots[decision.slot]
+        if decision.action == ScaleAction.START:
+            if slot.terminating is not None:
+                # The old Deployment is still going away: start it once it is gone.
+                return
+            self.create(slot, decision.reason)
+            slot.state = WorkerState.STARTING
+            self.notices.append(Notice("ScaledUp", f"starting {slot.name}: {decision.reason}"))
+        else:
+            if slot.deployment is None or slot.state != WorkerState.IDLE:
+                return
+            self.delete(slot.name, slot.deployment, decision.reason, guarded=True)
+            slot.state = WorkerState.STOPPED
+            self.notices.append(Notice("ScaledDown", f"stopping {slot.name}: {decision.reason}"))
+
+    def assign(self) -> None:
+        idle = [s.name for s in self.slots.values()
+                if s.state == WorkerState.IDLE and s.name not in self.touched_slots
+                and s.deployment is not None]
+        pending = [r.task for r in self.records
+                   if r.task.state == TaskState.PENDING and r.name not in self.touched_tasks]
+        by_name = {r.name: r for r in self.records}
+        for task_id, worker in plan_assignments(pending, idle):
+            record = by_name[task_id]
+            slot = self.slots[worker]
+            assert slot.deployment is not None
+            self.assignments.append(Assignment(
+                task=task_id, worker=worker, resource_version=record.rv,
+                attempts=record.task.attempts + 1, deployment=_meta(slot.deployment)["name"],
+                deployment_version=str(_meta(slot.deployment).get("resourceVersion", "")),
+                at=self.now,
+            ))
+            self.touched_tasks.add(task_id)
+            self.touched_slots.add(worker)
+            slot.state = WorkerState.BUSY
+            slot.facts = replace(slot.facts, current_task=task_id)
+
+    def replace_outdated(self) -> None:
+        for slot in self.slots.values():
+            dep = slot.deployment
+            if dep is None or slot.name in self.touched_slots:
+                continue
+            if slot.facts.current_task is not None or slot.state == WorkerState.BUSY:
+                continue  # it restarts the pod: wait until the worker is free
+            desired = deployment_manifest(self.pool, slot.name, slot.index, self.now)
+            want = desired["metadata"]["annotations"][ANNOTATION_TEMPLATE_HASH]
+            if _annotations(dep).get(ANNOTATION_TEMPLATE_HASH) == want:
+                continue
+            self.replaces.append(Replace(slot.name, _meta(dep)["name"],
+                                         updated_deployment(dep, desired)))
+            self.touched_slots.add(slot.name)
+            if slot.state != WorkerState.ERROR or slot.error is None:
+                slot.state = WorkerState.STARTING
+            self.notices.append(Notice("WorkerUpdated",
+                                       f"updating {slot.name} to the pool's template"))
+
+    def remove_orphans(self, held: dict[str, str]) -> None:
+        """Deployments of this pool for slots no longer in its token pool, once free."""
+        for dep in self.orphans:
+            slot = (_meta(dep).get("labels") or {}).get(LABEL_SLOT, "")
+            if slot in held or _meta(dep).get("deletionTimestamp"):
+                continue
+            self.delete(slot, dep, f"{slot} is no longer in the token pool", guarded=True)
+
+    def repair_labels(self) -> None:
+        spec = self.spec
+        for r in self.records:
+            if r.name in self.touched_tasks:
+                continue
+            labels = r.labels
+            t = r.task
+            if t.state == TaskState.ASSIGNED and t.worker:
+                want = {LABEL_WORKER: t.worker, LABEL_PHASE: TaskState.ASSIGNED.value,
+                        LABEL_POOL: spec.name}
+                if any(labels.get(k) != v for k, v in want.items()):
+                    self.relabels.append(Relabel(r.name, r.rv, dict(want)))
+            elif t.state == TaskState.PENDING and LABEL_WORKER in labels:
+                self.relabels.append(Relabel(
+                    r.name, r.rv, {LABEL_WORKER: None, LABEL_PHASE: TaskState.PENDING.value}))
+
+    def collect(self) -> None:
+        ttl = self.spec.finished_ttl
+        for r in self.records:
+            if r.task.state.finished and r.name not in self.touched_tasks:
+                if (self.now - _finished_at(r)).total_seconds() >= ttl:
+                    self.gc.append(Collect(r.name, r.uid))
+
+    # -- status
+    def status(self, decision: ScaleDecision, pending: int) -> JsonDict:
+        now = self.now
+        previous = self.pool.get("status") or {}
+        before = {s.get("name"): s for s in previous.get("slots") or [] if isinstance(s, dict)}
+        entries = []
+        counts = dict.fromkeys(WorkerState, 0)
+        for slot in self.slots.values():
+            state = slot.state
+            counts[state] += 1
+            old = before.get(slot.name) or {}
+            since = old.get("since") if old.get("state") == state.value else None
+            entry: JsonDict = {"name": slot.name, "state": state.value,
+                               "since": since or iso(now)}
+            task = slot.facts.current_task if state == WorkerState.BUSY else None
+            if task:
+                entry["task"] = task
+            if slot.facts.username:
+                entry["username"] = slot.facts.username
+            if slot.deployment is not None or slot.name in {c.slot for c in self.creates}:
+                entry["deployment"] = deployment_name(self.spec.name, slot.name)
+            entries.append(entry)
+        idle, busy = counts[WorkerState.IDLE], counts[WorkerState.BUSY]
+        status: JsonDict = {
+            "slots": entries,
+            "ready": idle + busy,
+            "idle": idle,
+            "busy": busy,
+            "pending": pending,
+            "observedGeneration": self.spec.generation,
+        }
+        last = previous.get("lastScale")
+        if decision.action != ScaleAction.NONE and (self.creates or self.deletes):
+            last = {"action": decision.action.value, "reason": decision.reason, "at": iso(now)}
+        elif self.restarted:
+            last = {"action": "restart", "reason": ", ".join(
+                f"{s} stopped responding" for s in self.restarted), "at": iso(now)}
+        if last:
+            status["lastScale"] = last
+        status["conditions"] = self.conditions(previous, idle + busy)
+        return status
+
+    def conditions(self, previous: Mapping[str, Any], ready: int) -> list[JsonDict]:
+        usable = sum(1 for s in self.slots.values() if s.state != WorkerState.ERROR)
+        wanted = min(self.spec.min_workers, usable)
+        errors = [f"{s.name}: {s.error}" for s in self.slots.values()
+                  if s.state == WorkerState.ERROR and s.error]
+        if ready >= max(wanted, 1 if self.spec.min_workers else 0):
+            ready_cond = ("True", "WorkersReady", f"{ready} worker(s) ready")
+        else:
+            ready_cond = ("False", "WaitingForWorkers",
+                          f"{ready} of {max(wanted, 1)} worker(s) ready")
+        degraded = (("True", "WorkerErrors", "; ".join(errors)) if errors
+                    else ("False", "NoErrors", "no worker in error"))
+        old = {c.get("type"): c for c in previous.get("conditions") or [] if isinstance(c, dict)}
+        result = []
+        for type_, (status, reason, message) in (("Ready", ready_cond),
+                                                 ("Degraded", degraded)):
+            before = old.get(type_) or {}
+            since = before.get("lastTransitionTime") if before.get("status") == status else None
+            result.append({"type": type_, "status": status, "reason": reason,
+                           "message": message[:1000],
+                           "lastTransitionTime": since or iso(self.now)})
+        return result

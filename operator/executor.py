@@ -43,9 +43,8 @@ from fleetgram.domain import utcnow
 from fleetgram.kube.objects import (
     ANNOTATION_RESERVED_AT,
     ANNOTATION_RESERVED_TASK,
-    LABEL_PHASE,
     LABEL_POOL,
-    LABEL_WORKER,
+    labels_for,
 )
 from fleetgram.policy import ScaleAction
 
@@ -195,6 +194,8 @@ class Reconciler:
         except KubeError as exc:
             self._note(out, "pool status", exc)
         memory.quiet_since = the_plan.quiet_since
+        if the_plan.last_scale is not None:
+            memory.last_scale = the_plan.last_scale
         if the_plan.decision.action != ScaleAction.NONE and (out.created or out.deleted):
             metrics.SCALE_EVENTS.labels(the_plan.decision.action.value).inc()
         metrics.observe_fleet(the_plan.states, the_plan.pending)
@@ -241,6 +242,14 @@ class Reconciler:
             log.exception("could not announce %s of %s", q.event.kind, q.task)
 
     async def _create(self, ns: str, c: Create, memory: Memory, out: Outcome) -> None:
+        owner = c.manifest["metadata"]["ownerReferences"][0]
+        try:
+            pool = await self.api.get(workerpools_path(ns, owner["name"]))
+        except NotFound:
+            return
+        if pool["metadata"].get("uid") != owner["uid"] or pool["metadata"].get(
+                "deletionTimestamp"):
+            return  # the pool went (or is going) since our read: no new worker for it
         problem = await self._secret_problem(ns, c.secret)
         if problem is not None:
             memory.secret_errors[c.slot] = (problem, self.clock())
@@ -285,7 +294,7 @@ class Reconciler:
         log.info("task assigned", extra={"task": a.task, "worker": a.worker,
                                          "attempt": a.attempts})
         # (3) Label it, so the worker (watching its own label) sees it.
-        labels = {LABEL_WORKER: a.worker, LABEL_PHASE: "assigned", LABEL_POOL: pool}
+        labels = {**labels_for(written), LABEL_POOL: pool}
         await self.api.merge_patch(bottasks_path(ns, a.task), {"metadata": {
             "resourceVersion": written["metadata"]["resourceVersion"], "labels": labels}})
 

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Mapping
-from typing import Any
+from typing import Any, cast
 
 import kopf
 from fleetgram.operator.executor import Outcome, Reconciler
@@ -27,7 +27,7 @@ log = logging.getLogger(__name__)
 
 def post_notice(pool: Mapping[str, Any], notice: Notice) -> None:
     """A Kubernetes Event on the pool (`kubectl describe wp`)."""
-    body = dict(pool)
+    body = kopf.Body(cast(kopf.RawBody, dict(pool)))
     if notice.warning:
         kopf.warn(body, reason=notice.reason, message=notice.message)
     else:
@@ -43,8 +43,9 @@ def register(registry: kopf.OperatorRegistry, reconciler: Reconciler) -> None:
 
     @kopf.on.startup(registry=registry)
     def configure(settings: kopf.OperatorSettings, **_: Any) -> None:
-        # Handler results are logged, not posted: a timer every second would flood Events.
-        settings.posting.level = logging.WARNING
+        # Only the explicit notices become Events (scaling, restarts): never the handlers' own
+        # log lines, or a timer every second would flood them.
+        settings.posting.loggers = False
         # The timer needs a finalizer on each pool (kopf stops it before the pool goes).
         settings.persistence.finalizer = f"{GROUP}/operator"
         settings.persistence.diffbase_storage = kopf.AnnotationsDiffBaseStorage(
@@ -55,33 +56,35 @@ def register(registry: kopf.OperatorRegistry, reconciler: Reconciler) -> None:
     async def cleanup(**_: Any) -> None:
         await reconciler.close()
 
-    async def round_of(name: str, namespace: str, logger: Any) -> Outcome | None:
+    async def round_of(name: str, namespace: str | None) -> Outcome | None:
+        """One round; never raises (kopf would back the timer off for its `backoff`)."""
+        ns = namespace or "default"
         try:
-            outcome = await reconciler.reconcile(namespace, name)
-        except Exception as exc:  # the next round retries; the timer must keep going
-            logger.warning(f"reconciliation failed: {exc!r}")
-            log.debug("reconciliation failed", exc_info=True)
+            outcome = await reconciler.reconcile(ns, name)
+            if outcome is not None and (outcome.assigned or outcome.created or outcome.deleted
+                                        or outcome.requeued or outcome.errors):
+                log.info("reconciled", extra={
+                    "pool": name, "assigned": outcome.assigned, "requeued": outcome.requeued,
+                    "started": outcome.created, "stopped": outcome.deleted,
+                    "errors": outcome.errors})
+            return outcome
+        except Exception:  # the next round retries
+            log.exception("reconciliation failed", extra={"pool": name, "namespace": ns})
             return None
-        if outcome is not None and (outcome.assigned or outcome.created or outcome.deleted
-                                    or outcome.requeued or outcome.errors):
-            logger.info(
-                f"round: assigned={outcome.assigned} requeued={outcome.requeued} "
-                f"created={outcome.created} deleted={outcome.deleted} errors={outcome.errors}")
-        return outcome
 
     @kopf.timer(GROUP, VERSION, WORKERPOOLS, interval=interval, registry=registry,
-                id="reconcile")
-    async def tick(name: str, namespace: str, logger: Any, **_: Any) -> None:
-        await round_of(name, namespace, logger)
+                id="reconcile", backoff=max(interval, 1.0))
+    async def tick(name: str, namespace: str | None, **_: Any) -> None:
+        await round_of(name, namespace)
 
     @kopf.on.resume(GROUP, VERSION, WORKERPOOLS, registry=registry, id="resumed")
     @kopf.on.create(GROUP, VERSION, WORKERPOOLS, registry=registry, id="created")
     @kopf.on.update(GROUP, VERSION, WORKERPOOLS, field="spec", registry=registry, id="changed")
-    async def changed(name: str, namespace: str, logger: Any, **_: Any) -> None:
-        await round_of(name, namespace, logger)
+    async def changed(name: str, namespace: str | None, **_: Any) -> None:
+        await round_of(name, namespace)
 
     @kopf.on.delete(GROUP, VERSION, WORKERPOOLS, registry=registry, id="deleted",
                     optional=True)
-    def deleted(name: str, namespace: str, **_: Any) -> None:
+    def deleted(name: str, namespace: str | None, **_: Any) -> None:
         # The worker Deployments are owned by the pool: the garbage collector removes them.
-        reconciler.forget(namespace, name)
+        reconciler.forget(namespace or "default", name)

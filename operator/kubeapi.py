@@ -114,9 +114,9 @@ class KubernetesApi:
         import kubernetes.config
 
         try:
-            kubernetes.config.load_incluster_config()
+            kubernetes.config.load_incluster_config()  # type: ignore[no-untyped-call]
         except kubernetes.config.ConfigException:
-            kubernetes.config.load_kube_config()
+            kubernetes.config.load_kube_config()  # type: ignore[no-untyped-call]
 
     def _api(self) -> Any:
         with self._lock:

@@ -56,6 +56,10 @@ def run_operator(settings: Settings) -> int:
     except Exception as exc:  # kopf's own login reports it properly
         log.warning("no Kubernetes configuration found yet: %s", exc)
     registry, _ = build_registry(api, outbox=outbox_for(settings), config=config)
+    # kopf reports every timer run ("Timer 'reconcile' succeeded.") at INFO: one line per pool
+    # per second. Its warnings and errors stay; the rounds that change something log their own.
+    logging.getLogger("kopf.objects").setLevel(max(logging.WARNING,
+                                                   logging.getLogger().getEffectiveLevel()))
     log.info("operator starting", extra={"namespace": settings.namespace,
                                          "interval": config.interval})
     kopf.run(

@@ -45,24 +45,24 @@ from fleetgram.operator.manifests import deployment_manifest, token_secret, upda
 
 from fleetgram.domain import Task, TaskState, WorkerSlot, WorkerState, slot_name
 from fleetgram.kube.objects import (
-    ANNOTATION_CURRENT_TASK,
-    ANNOTATION_ERROR,
-    ANNOTATION_READY_AT,
     ANNOTATION_RESERVED_AT,
     ANNOTATION_RESERVED_TASK,
     ANNOTATION_STARTED_AT,
     ANNOTATION_TEMPLATE_HASH,
-    ANNOTATION_USERNAME,
-    LABEL_PHASE,
     LABEL_POOL,
     LABEL_SLOT,
-    LABEL_WORKER,
+    PHASE_OF,
+    assignment_status,
     deployment_name,
     iso,
+    labels_for,
+    labels_in_step,
     lease_name,
     parse_time,
+    requeue_of,
     task_of,
     task_pool,
+    worker_slot_of,
 )
 from fleetgram.policy import (
     FleetView,
@@ -109,6 +109,9 @@ class Memory:
 
     quiet_since: datetime | None = None
     secret_errors: dict[str, tuple[str, datetime]] = field(default_factory=dict)
+    # The last scaling action of this process: kept until the pool's status shows it (a guarded
+    # status write may lose to another replica's, and the action must still be reported).
+    last_scale: dict[str, Any] | None = None
 
     def secret_error(self, slot: str, now: datetime, retry: float) -> str | None:
         entry = self.secret_errors.get(slot)
@@ -158,13 +161,10 @@ class Assignment:
     deployment: str
     deployment_version: str
     at: datetime
+    status: JsonDict  # `objects.assignment_status`: phase, worker, attempts + 1, assignedAt
 
     def status_patch(self) -> JsonDict:
-        return {
-            "metadata": {"resourceVersion": self.resource_version},
-            "status": {"phase": "Assigned", "worker": self.worker,
-                       "assignedAt": iso(self.at), "attempts": self.attempts},
-        }
+        return {"metadata": {"resourceVersion": self.resource_version}, "status": self.status}
 
     def reservation_patch(self) -> JsonDict:
         return {"metadata": {
@@ -238,6 +238,7 @@ class Plan:
     notices: list[Notice] = field(default_factory=list)
     status: JsonDict = field(default_factory=dict)
     pool_version: str = ""  # the pool's resourceVersion the status was computed from
+    last_scale: JsonDict | None = None  # a scaling action of this very round, if any
 
     def status_patch(self) -> JsonDict:
         """Guarded: a status computed from an older pool (another replica wrote since) is
@@ -348,6 +349,18 @@ def read_tasks(
     return records
 
 
+def _newest(*entries: Any) -> JsonDict | None:
+    """The lastScale entry with the latest `at` (entries may be None or malformed)."""
+    best: tuple[datetime, JsonDict] | None = None
+    for entry in entries:
+        if not isinstance(entry, dict):
+            continue
+        at = _time(entry.get("at"))
+        if at is not None and (best is None or at > best[0]):
+            best = (at, entry)
+    return dict(best[1]) if best else None
+
+
 def _finished_at(record: TaskRecord) -> datetime:
     t = record.task
     return t.completed_at or _latest(t.created_at, t.assigned_at, t.started_at) or t.created_at
@@ -371,30 +384,23 @@ def _payload(task: Task, worker: str, username: str | None, **extra: object) -> 
     return payload
 
 
-def requeue_of(record: TaskRecord, worker: str, username: str | None, max_attempts: int,
-               now: datetime) -> Requeue:
-    """What becomes of an Assigned/Running task whose worker's Lease expired."""
+REQUEUE_REASON = "worker died"  # failed: "worker died; gave up after N attempts"
+
+
+def requeue_for(record: TaskRecord, worker: str, username: str | None, max_attempts: int,
+                now: datetime) -> Requeue:
+    """What becomes of an Assigned/Running task whose worker's Lease expired: the shared rule
+    (`objects.requeue_of`, as the workers' store requeues), announced with the worker's
+    payload fields (title, username, usage) besides the rule's own."""
     task = record.task
-    reason = f"{worker} stopped responding"
-    status: JsonDict
-    if task.cancel_requested:
-        phase = "Cancelled"
-        status = {"phase": phase, "completedAt": iso(now)}
-        labels: JsonDict = {LABEL_PHASE: TaskState.CANCELLED.value}
-        kind, extra = "cancelled", {"by": "user", "reason": reason}
-    elif task.attempts >= max_attempts:
-        phase = "Failed"
-        error = f"worker died; gave up after {task.attempts} attempts"
-        status = {"phase": phase, "error": error, "completedAt": iso(now)}
-        labels = {LABEL_PHASE: TaskState.FAILED.value}
-        kind, extra = "failed", {"error": error, "reason": reason}
-    else:
-        phase = "Pending"
-        status = {"phase": phase, "worker": None, "assignedAt": None, "startedAt": None}
-        labels = {LABEL_PHASE: TaskState.PENDING.value, LABEL_WORKER: None}
-        kind, extra = "requeued", {"reason": reason}
-    event = Event(kind, task.id, task.chat_id, _payload(task, worker, username, **extra))
-    return Requeue(task.id, worker, record.rv, phase, status, labels, event)
+    rule = requeue_of(task, now, max_attempts=max_attempts, reason=REQUEUE_REASON,
+                      worker=worker)
+    kind, extra = rule.event
+    event = Event(kind, task.id, task.chat_id, {**_payload(task, worker, username), **extra})
+    status = {**(record.obj.get("status") or {}), **rule.status}
+    labels = labels_for({"status": {k: v for k, v in status.items() if v is not None}})
+    return Requeue(task.id, worker, record.rv, PHASE_OF[rule.state], rule.status,
+                   dict(labels), event)
 
 
 @dataclass
@@ -434,33 +440,24 @@ def _slot_facts(
     finished: set[str],
     secret_error: str | None,
 ) -> WorkerSlot:
-    ann = _annotations(lease)
-    lease_spec = (lease or {}).get("spec") or {}
-    heartbeat = _time(lease_spec.get("renewTime")) or _time(lease_spec.get("acquireTime"))
-    dep_started = None
-    if dep is not None:
+    """`objects.worker_slot_of` (the reading the workers' store shares), and on top: the task
+    the slot holds or is reserved for, and only an error this Deployment's worker reported."""
+    try:
+        base = worker_slot_of(name, dict(dep) if dep else None, dict(lease) if lease else None)
+    except (TypeError, ValueError):  # an unreadable time on the Lease: treat it as silent
+        base = WorkerSlot(name=name, enabled=dep is not None,
+                          started_at=_time(_annotations(dep).get(ANNOTATION_STARTED_AT)))
+    error = secret_error
+    if error is None and dep is not None and base.error:
+        # An error from an earlier run of the slot is forgotten when it is started again:
+        # it counts when reported (with a heartbeat) since this Deployment was created.
         dep_started = _time(_annotations(dep).get(ANNOTATION_STARTED_AT)) or _time(
             _meta(dep).get("creationTimestamp"))
-    started = _latest(dep_started, _time(ann.get(ANNOTATION_STARTED_AT))) if dep else None
-    error = secret_error
-    if error is None and dep is not None and ann.get(ANNOTATION_ERROR):
-        # Only an error this Deployment's worker reported counts: an older one is forgotten
-        # when the slot is started again.
-        if heartbeat is not None and dep_started is not None and heartbeat >= dep_started:
-            error = ann[ANNOTATION_ERROR]
-    lease_task = ann.get(ANNOTATION_CURRENT_TASK) or None
-    if lease_task in finished:
-        lease_task = None
-    return WorkerSlot(
-        name=name,
-        enabled=dep is not None,
-        username=ann.get(ANNOTATION_USERNAME) or None,
-        started_at=started,
-        ready_at=_time(ann.get(ANNOTATION_READY_AT)),
-        heartbeat_at=heartbeat,
-        error=error,
-        current_task=held or reserved or lease_task,
-    )
+        beat = base.heartbeat_at
+        if beat is not None and dep_started is not None and beat >= dep_started:
+            error = base.error
+    lease_task = base.current_task if base.current_task not in finished else None
+    return replace(base, error=error, current_task=held or reserved or lease_task)
 
 
 # --------------------------------------------------------------------------------------------
@@ -486,7 +483,7 @@ def plan(
     by_name = {r.name: r for r in records}
     active = [r for r in records if r.task.state.active]
     finished_ids = {r.name for r in records if r.task.state.finished}
-    leases_by_name = {_meta(x).get("name"): x for x in leases}
+    leases_by_name = {str(_meta(x).get("name")): x for x in leases}
     deps = _deployments_by_slot(deployments, spec.name)
 
     held: dict[str, str] = {}
@@ -522,7 +519,8 @@ def plan(
         slots[name] = _Slot(name, index, live, terminating, lease, facts, state, error)
 
     orphans = [dep for slot, dep in sorted(deps.items()) if slot not in slots]
-    return _Builder(spec, pool, now, slots, records, memory, orphans).build(held)
+    return _Builder(spec, pool, now, slots, records, memory, orphans,
+                    leases_by_name).build(held)
 
 
 class _Builder:
@@ -530,7 +528,8 @@ class _Builder:
 
     def __init__(self, spec: PoolSpec, pool: Mapping[str, Any], now: datetime,
                  slots: dict[str, _Slot], records: list[TaskRecord], memory: Memory,
-                 orphans: Sequence[Mapping[str, Any]]) -> None:
+                 orphans: Sequence[Mapping[str, Any]],
+                 leases: Mapping[str, Mapping[str, Any]]) -> None:
         self.spec = spec
         self.pool = pool
         self.now = now
@@ -538,6 +537,7 @@ class _Builder:
         self.records = records
         self.memory = memory
         self.orphans = orphans
+        self.leases = leases
         self.requeues: list[Requeue] = []
         self.deletes: list[Delete] = []
         self.creates: list[Create] = []
@@ -549,6 +549,7 @@ class _Builder:
         self.touched_tasks: set[str] = set()
         self.touched_slots: set[str] = set()
         self.restarted: list[str] = []
+        self.new_last_scale: JsonDict | None = None
 
     # -- helpers
     def create(self, slot: _Slot, reason: str) -> None:
@@ -578,6 +579,14 @@ class _Builder:
             or (r.task.state == TaskState.PENDING and not r.task.cancel_requested)
         ]
         quiet = quiet_since(self.memory.quiet_since, len(pending_tasks), now)
+        if quiet is not None:
+            # A stop by anyone (another replica, this operator before a restart) starts a new
+            # quiet period too: the pool's status remembers it when our memory does not.
+            last = _newest((self.pool.get("status") or {}).get("lastScale"),
+                           self.memory.last_scale)
+            stopped_at = _time(last.get("at")) if last and last.get("action") == "stop" else None
+            if stopped_at is not None and stopped_at > quiet:
+                quiet = min(stopped_at, now)
         decision = decide_scaling(FleetView(states, pending_tasks, quiet, now), spec.scaling)
         self.apply_scaling(decision)
         if decision.action == ScaleAction.STOP and decision.slot is not None:
@@ -597,6 +606,7 @@ class _Builder:
             creates=self.creates, replaces=self.replaces, assignments=self.assignments,
             relabels=self.relabels, gc=self.gc, notices=self.notices, status=status,
             pool_version=str(_meta(self.pool).get("resourceVersion", "")),
+            last_scale=self.new_last_scale,
         )
 
     def expire_leases(self) -> None:
@@ -607,7 +617,8 @@ class _Builder:
         # any, decides like any other.
         known = set(self.slots)
         for name in sorted({r.task.worker for r in active if r.task.worker} - known):
-            facts.append(WorkerSlot(name=name, heartbeat_at=None))
+            lease = self.leases.get(lease_name(spec.name, name))
+            facts.append(_slot_facts(name, None, lease, None, None, set(), None))
         dead = dead_workers(facts, [r.task for r in active], self.now, spec.lease_seconds)
         for worker in dead:
             slot = self.slots.get(worker)
@@ -615,7 +626,7 @@ class _Builder:
             for r in active:
                 if r.task.worker != worker:
                     continue
-                requeue = requeue_of(r, worker, username, spec.max_attempts, self.now)
+                requeue = requeue_for(r, worker, username, spec.max_attempts, self.now)
                 self.requeues.append(requeue)
                 self.touched_tasks.add(r.name)
             if slot is not None:
@@ -671,7 +682,7 @@ class _Builder:
                 task=task_id, worker=worker, resource_version=record.rv,
                 attempts=record.task.attempts + 1, deployment=_meta(slot.deployment)["name"],
                 deployment_version=str(_meta(slot.deployment).get("resourceVersion", "")),
-                at=self.now,
+                at=self.now, status=assignment_status(record.task, worker, self.now),
             ))
             self.touched_tasks.add(task_id)
             self.touched_slots.add(worker)
@@ -692,8 +703,7 @@ class _Builder:
             self.replaces.append(Replace(slot.name, _meta(dep)["name"],
                                          updated_deployment(dep, desired)))
             self.touched_slots.add(slot.name)
-            if slot.state != WorkerState.ERROR or slot.error is None:
-                slot.state = WorkerState.STARTING
+            slot.state = WorkerState.STARTING  # a new pod, with a new started-at
             self.notices.append(Notice("WorkerUpdated",
                                        f"updating {slot.name} to the pool's template"))
 
@@ -706,20 +716,19 @@ class _Builder:
             self.delete(slot, dep, f"{slot} is no longer in the token pool", guarded=True)
 
     def repair_labels(self) -> None:
-        spec = self.spec
+        """Labels out of step with the status (`objects.labels_in_step`): a label write lost
+        after a status write, by us or by anyone. Active tasks also carry the pool's label."""
         for r in self.records:
             if r.name in self.touched_tasks:
                 continue
-            labels = r.labels
-            t = r.task
-            if t.state == TaskState.ASSIGNED and t.worker:
-                want = {LABEL_WORKER: t.worker, LABEL_PHASE: TaskState.ASSIGNED.value,
-                        LABEL_POOL: spec.name}
-                if any(labels.get(k) != v for k, v in want.items()):
-                    self.relabels.append(Relabel(r.name, r.rv, dict(want)))
-            elif t.state == TaskState.PENDING and LABEL_WORKER in labels:
-                self.relabels.append(Relabel(
-                    r.name, r.rv, {LABEL_WORKER: None, LABEL_PHASE: TaskState.PENDING.value}))
+            obj = dict(r.obj)
+            want: JsonDict = {}
+            if not labels_in_step(obj):
+                want.update(labels_for(obj))
+            if r.task.state.active and r.labels.get(LABEL_POOL) != self.spec.name:
+                want[LABEL_POOL] = self.spec.name
+            if want:
+                self.relabels.append(Relabel(r.name, r.rv, want))
 
     def collect(self) -> None:
         ttl = self.spec.finished_ttl
@@ -759,12 +768,14 @@ class _Builder:
             "pending": pending,
             "observedGeneration": self.spec.generation,
         }
-        last = previous.get("lastScale")
+        last = _newest(previous.get("lastScale"), self.memory.last_scale)
         if decision.action != ScaleAction.NONE and (self.creates or self.deletes):
             last = {"action": decision.action.value, "reason": decision.reason, "at": iso(now)}
+            self.new_last_scale = last
         elif self.restarted:
             last = {"action": "restart", "reason": ", ".join(
                 f"{s} stopped responding" for s in self.restarted), "at": iso(now)}
+            self.new_last_scale = last
         if last:
             status["lastScale"] = last
         status["conditions"] = self.conditions(previous, idle + busy)

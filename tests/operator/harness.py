@@ -89,12 +89,20 @@ def write_lease(emu: KubeEmulator, pool: str, slot: str, *, renewed: datetime,
     emu.patch("leases", name, body, NS)
 
 
+def must(emu: KubeEmulator, kind: str, name: str) -> dict[str, Any]:
+    """The object, which must exist."""
+    obj = emu.get(kind, name, NS)
+    assert obj is not None, f"{kind}/{name} not found"
+    return obj
+
+
 def phase(emu: KubeEmulator, name: str) -> str | None:
     """The task's phase (Pending until somebody writes a status); None when it is gone."""
     obj = emu.get("bottasks", name, NS)
     if obj is None:
         return None
-    return (obj.get("status") or {}).get("phase", "Pending")
+    value: str = (obj.get("status") or {}).get("phase", "Pending")
+    return value
 
 
 # --------------------------------------------------------------------------------------------
@@ -215,10 +223,10 @@ class FakeWorkers:
                 if slot in self.hang_on_task:
                     self.hang_on_task.discard(slot)
                     proc.hung = True
-                return name
+                return str(name)
             started = datetime.fromisoformat(status["startedAt"].replace("Z", "+00:00"))
             if (now - started).total_seconds() < self.work:
-                return name
+                return str(name)
             self.emu.patch("bottasks", name, {"status": {
                 "phase": "Completed", "completedAt": iso(now), "summary": f"done by {slot}"}},
                 NS, subresource="status")

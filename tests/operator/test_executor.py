@@ -31,6 +31,7 @@ from tests.operator.harness import (
     make_pool,
     make_secrets,
     make_task,
+    must,
     phase,
     write_lease,
 )
@@ -76,13 +77,13 @@ async def test_a_round_creates_an_owned_deployment_once(emu: KubeEmulator) -> No
     pool = make_pool(emu, 3, minWorkers=1)
     out = await reconciler().reconcile(NS, "fleetgram")
     assert out is not None and out.created == ["fleetgram-worker1"] and not out.errors
-    dep = emu.get("deployments", "fleetgram-worker1", NS)
+    dep = must(emu, "deployments", "fleetgram-worker1")
     assert dep is not None
     assert dep["metadata"]["ownerReferences"][0]["uid"] == pool["metadata"]["uid"]
     env = {e["name"]: e for e in dep["spec"]["template"]["spec"]["containers"][0]["env"]}
     assert env["WORKER_TOKEN"]["valueFrom"] == {
         "secretKeyRef": {"name": "worker1-token", "key": "token"}}
-    status = emu.get("workerpools", "fleetgram", NS)["status"]
+    status = must(emu, "workerpools", "fleetgram")["status"]
     assert status["slots"][0]["state"] == "starting"
     assert status["lastScale"]["action"] == "start"
     # Again, and from a freshly started operator (no memory): nothing new.
@@ -133,13 +134,13 @@ async def test_two_operators_assign_each_task_once(emu: KubeEmulator) -> None:
     assert assignments_per_task(emu) == dict.fromkeys(names, 1)
     assert double_bookings(emu) == []
     for name in names:
-        obj = emu.get("bottasks", name, NS)
+        obj = must(emu, "bottasks", name)
         assert obj["status"]["attempts"] == 1
         assert obj["metadata"]["labels"][LABEL_POOL] == "fleetgram"
         assert obj["metadata"]["labels"][LABEL_WORKER] == obj["status"]["worker"]
     # The higher priorities went first.
-    order = sorted(names, key=lambda n: emu.get("bottasks", n, NS)["status"]["assignedAt"])
-    assert [emu.get("bottasks", n, NS)["spec"]["priority"] for n in order[:3]] == [1, 1, 1]
+    order = sorted(names, key=lambda n: must(emu, "bottasks", n)["status"]["assignedAt"])
+    assert [must(emu, "bottasks", n)["spec"]["priority"] for n in order[:3]] == [1, 1, 1]
 
 
 async def test_a_task_changed_under_the_plan_is_skipped(emu: KubeEmulator) -> None:
@@ -158,12 +159,12 @@ async def test_a_task_changed_under_the_plan_is_skipped(emu: KubeEmulator) -> No
     out = await r.execute(the_plan, snap.pool, r.memory(NS, "fleetgram"))
     assert out.assigned == [] and out.conflicts == ["assign t-raced"]
     assert phase(emu, "t-raced") == "Pending"
-    dep = emu.get("deployments", "fleetgram-worker1", NS)
+    dep = must(emu, "deployments", "fleetgram-worker1")
     assert ANNOTATION_RESERVED_TASK not in dep["metadata"].get("annotations", {})  # released
     # The next round assigns it.
     out2 = await r.reconcile(NS, "fleetgram")
     assert out2 is not None and out2.assigned == [("t-raced", "worker1")]
-    task = emu.get("bottasks", "t-raced", NS)
+    task = must(emu, "bottasks", "t-raced")
     assert task["status"]["attempts"] == 1
     assert task["metadata"]["labels"][LABEL_WORKER] == "worker1"
     assert task["metadata"]["labels"][LABEL_PHASE] == "assigned"
@@ -178,7 +179,7 @@ async def test_a_missing_token_secret_puts_its_slot_in_error(emu: KubeEmulator) 
     assert out.errors == ["create worker1: token Secret worker1-token not found"]
     out = await r.reconcile(NS, "fleetgram")
     assert out is not None and out.created == ["fleetgram-worker2"]
-    status = emu.get("workerpools", "fleetgram", NS)["status"]
+    status = must(emu, "workerpools", "fleetgram")["status"]
     assert {s["name"]: s["state"] for s in status["slots"]}["worker1"] == "error"
     degraded = {c["type"]: c for c in status["conditions"]}["Degraded"]
     assert degraded["status"] == "True" and "worker1-token not found" in degraded["message"]
@@ -196,25 +197,25 @@ async def test_lease_expiry_requeues_restarts_and_announces(emu: KubeEmulator,
     make_task(emu, "t-once", pinnedWorker="worker1")
     await r.reconcile(NS, "fleetgram")
     assert phase(emu, "t-once") == "Assigned"
-    old_uid = emu.get("deployments", "fleetgram-worker1", NS)["metadata"]["uid"]
+    old_uid = must(emu, "deployments", "fleetgram-worker1")["metadata"]["uid"]
     # worker1 goes silent: its last heartbeat is older than the lease.
     ready(emu, "worker1", renewed_ago=6)
     out = await r.reconcile(NS, "fleetgram")
     assert out is not None and out.requeued == [("t-once", "Pending")]
-    task = emu.get("bottasks", "t-once", NS)
+    task = must(emu, "bottasks", "t-once")
     assert task["status"]["phase"] == "Pending" and "worker" not in task["status"]
     assert task["status"]["attempts"] == 1
     assert LABEL_WORKER not in task["metadata"]["labels"]
     assert task["metadata"]["labels"][LABEL_PHASE] == "pending"
-    new = emu.get("deployments", "fleetgram-worker1", NS)
+    new = must(emu, "deployments", "fleetgram-worker1")
     assert new["metadata"]["uid"] != old_uid  # restarted: a fresh Deployment
     # The second death is the last attempt.
     ready(emu, "worker1")
     await r.reconcile(NS, "fleetgram")
-    assert emu.get("bottasks", "t-once", NS)["status"]["attempts"] == 2
+    assert must(emu, "bottasks", "t-once")["status"]["attempts"] == 2
     ready(emu, "worker1", renewed_ago=6)
     await r.reconcile(NS, "fleetgram")
-    task = emu.get("bottasks", "t-once", NS)
+    task = must(emu, "bottasks", "t-once")
     assert task["status"]["phase"] == "Failed"
     assert task["status"]["error"] == "worker died; gave up after 2 attempts"
     await r.close()
@@ -228,7 +229,7 @@ async def test_lease_expiry_requeues_restarts_and_announces(emu: KubeEmulator,
         ("requeued", "t-once", 42), ("failed", "t-once", 42)]
     assert events[0].payload["worker"] == "worker1"
     assert events[0].payload["username"] == "worker1_bot"
-    assert events[0].payload["reason"] == "worker1 stopped responding"
+    assert events[0].payload["reason"] == "worker died"
     assert events[1].payload["error"] == "worker died; gave up after 2 attempts"
 
 

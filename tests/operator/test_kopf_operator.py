@@ -6,6 +6,7 @@ Two replicas at once, then a restart: each task is assigned once, each Deploymen
 
 from __future__ import annotations
 
+import logging
 import threading
 import time
 from typing import Any
@@ -29,6 +30,7 @@ from tests.operator.harness import (
     make_pool,
     make_secrets,
     make_task,
+    must,
     phase,
 )
 
@@ -53,7 +55,9 @@ def pool_status(emu: KubeEmulator) -> dict[str, Any]:
     return (emu.get("workerpools", "fleetgram", NS) or {}).get("status") or {}
 
 
-def test_two_operator_replicas_run_one_fleet(kube_emulator: KubeEmulator) -> None:
+def test_two_operator_replicas_run_one_fleet(kube_emulator: KubeEmulator,
+                                            caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level(logging.INFO, logger="fleetgram.operator")  # logging errors surface too
     emu = kube_emulator
     make_secrets(emu, 3)
     pool = make_pool(emu, 3, minWorkers=1, maxWorkers=3, scaleUpThreshold=1,
@@ -79,10 +83,20 @@ def test_two_operator_replicas_run_one_fleet(kube_emulator: KubeEmulator) -> Non
 
         # Idle and nothing pending for scaleDownDelaySeconds: one stops (3 idle > 2).
         emu.wait_for_sync(lambda: len(emu.objects("deployments", NS)) == 2, 15)
-        status = emu.wait_for_sync(
-            lambda: (s := pool_status(emu)).get("idle") == 2 and s.get("pending") == 0 and s,
-            10)
+
+        def settled() -> dict[str, Any] | None:
+            status = pool_status(emu)
+            states = {s["name"]: s["state"] for s in status.get("slots", [])}
+            last = (status.get("lastScale") or {}).get("action")
+            # Two replicas write the status in turn: wait for the one that saw the stop.
+            if states.get("worker3") == "stopped" and status.get("idle") == 2 and last == "stop":
+                return status
+            return None
+
+        status = emu.wait_for_sync(settled, 10)
+        assert status["pending"] == 0 and status["busy"] == 0 and status["ready"] == 2
         assert status["lastScale"]["action"] == "stop"
+        assert "3 idle and nothing pending" in status["lastScale"]["reason"]
         assert {s["name"]: s["state"] for s in status["slots"]} == {
             "worker1": "idle", "worker2": "idle", "worker3": "stopped"}
         assert {c["type"]: c["status"] for c in status["conditions"]}["Ready"] == "True"
@@ -97,10 +111,12 @@ def test_two_operator_replicas_run_one_fleet(kube_emulator: KubeEmulator) -> Non
     assert double_bookings(emu) == []
     assert set(deployments_created(emu).values()) == {1}
     for name in names:
-        task = emu.get("bottasks", name, NS)
+        task = must(emu, "bottasks", name)
         assert task["status"]["attempts"] == 1
         assert task["metadata"]["labels"][LABEL_WORKER] == task["status"]["worker"]
     assert not [e for e in workers.errors if "not found" not in e]
+    assert not [r for r in caplog.records if r.levelno >= logging.ERROR], caplog.text
+    assert any(r.getMessage() == "reconciled" for r in caplog.records)
 
 
 def test_a_restarted_operator_adopts_the_fleet_and_requeues_a_hung_worker(
@@ -129,20 +145,20 @@ def test_a_restarted_operator_adopts_the_fleet_and_requeues_a_hung_worker(
             make_task(emu, "t-hang", pinnedWorker="worker1")
             emu.wait_for_sync(lambda: phase(emu, "t-hang") == "Running", 5)
             emu.wait_for_sync(lambda: phase(emu, "t-hang") == "Pending"
-                              or emu.get("bottasks", "t-hang", NS)["status"]["attempts"] == 2,
+                              or must(emu, "bottasks", "t-hang")["status"]["attempts"] == 2,
                               15)
             # Its Deployment is replaced; the fresh worker1 runs the task again.
             emu.wait_for_sync(lambda: phase(emu, "t-hang") == "Completed", 15)
             time.sleep(0.5)
         assert runner.exit_code == 0 and runner.exception is None
 
-    task = emu.get("bottasks", "t-hang", NS)
+    task = must(emu, "bottasks", "t-hang")
     assert task["status"]["attempts"] == 2 and task["status"]["worker"] == "worker1"
     assert assignments_per_task(emu) == {"t-hang": 2}
     assert deployments_created(emu) == {"fleetgram-worker1": 2, "fleetgram-worker2": 1}
-    assert emu.get("deployments", "fleetgram-worker1", NS)["metadata"]["uid"] != (
+    assert must(emu, "deployments", "fleetgram-worker1")["metadata"]["uid"] != (
         uids["fleetgram-worker1"])
-    assert emu.get("deployments", "fleetgram-worker2", NS)["metadata"]["uid"] == (
+    assert must(emu, "deployments", "fleetgram-worker2")["metadata"]["uid"] == (
         uids["fleetgram-worker2"])
     assert [(kind, tid) for kind, tid, _ in outbox.events] == [("requeued", "t-hang")]
     assert outbox.events[0][2]["worker"] == "worker1"

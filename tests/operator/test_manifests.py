@@ -105,5 +105,8 @@ def test_the_template_hash_follows_the_pod_template_only() -> None:
     a = deployment_manifest(pool(3), "worker1", 0, NOW)
     b = deployment_manifest(pool(3), "worker1", 0, NOW.replace(hour=1))
     c = deployment_manifest(pool(3, template={"image": "w:2"}), "worker1", 0, NOW)
-    hash_of = lambda m: m["metadata"]["annotations"][ANNOTATION_TEMPLATE_HASH]  # noqa: E731
+    def hash_of(manifest: dict[str, Any]) -> str:
+        value: str = manifest["metadata"]["annotations"][ANNOTATION_TEMPLATE_HASH]
+        return value
+
     assert hash_of(a) == hash_of(b) != hash_of(c)

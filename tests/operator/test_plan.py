@@ -113,6 +113,17 @@ def test_scale_down_after_the_delay_with_more_than_two_idle() -> None:
     assert deleted(p) == [] and p.quiet_since is None
 
 
+def test_a_stop_recorded_in_the_status_needs_its_own_quiet_period() -> None:
+    """Another replica (or this operator before a restart) stopped a worker 10 s ago."""
+    workers = [ready_worker(f"worker{i}") for i in range(1, 5)]
+    recent = {"lastScale": {"action": "stop", "reason": "x", "at": "2025-03-01T11:59:50Z"}}
+    p = run(pool(4, status=recent), [], workers, memory=Memory(quiet_since=ago(600)))
+    assert deleted(p) == []
+    old = {"lastScale": {"action": "stop", "reason": "x", "at": "2025-03-01T11:58:00Z"}}
+    p = run(pool(4, status=old), [], workers, memory=Memory(quiet_since=ago(600)))
+    assert deleted(p) == ["worker4"]
+
+
 def test_a_task_pinned_to_a_stopped_slot_starts_it() -> None:
     p = run(pool(3), [task("t-pin", pinned="worker3")], [ready_worker("worker1")])
     assert created(p) == ["worker3"]
@@ -206,7 +217,8 @@ def test_an_assignment_is_guarded_by_both_resource_versions() -> None:
     assert a.status_patch() == {
         "metadata": {"resourceVersion": "777"},
         "status": {"phase": "Assigned", "worker": "worker1",
-                   "assignedAt": "2025-03-01T12:00:00Z", "attempts": 2},
+                   "assignedAt": "2025-03-01T12:00:00Z", "attempts": 2,
+                   "startedAt": None, "completedAt": None},
     }
     assert a.reservation_patch() == {"metadata": {
         "resourceVersion": "50",
@@ -272,7 +284,8 @@ def test_lease_expiry_requeues_and_restarts_the_worker() -> None:
     assert q.event.payload["worker"] == "worker2"
     assert q.event.payload["username"] == "w2_bot"
     assert q.event.payload["attempts"] == 1
-    assert q.event.payload["reason"] == "worker2 stopped responding"
+    assert q.event.payload["reason"] == "worker died"
+    assert q.event.payload["title"] == "title t-held"
     assert q.event.payload["usage"]["cost_usd"] == 0.0
     # The Deployment is replaced: the delete names this very object, the create a fresh one.
     assert [(d.slot, d.uid, d.resource_version) for d in p.deletes] == [
@@ -294,7 +307,7 @@ def test_lease_expiry_fails_the_task_at_max_attempts() -> None:
     assert q.phase == "Failed"
     assert q.status["error"] == "worker died; gave up after 3 attempts"
     assert q.status["completedAt"] == "2025-03-01T12:00:00Z"
-    assert q.labels == {LABEL_PHASE: "failed"}
+    assert q.labels == {LABEL_PHASE: "failed", LABEL_WORKER: "worker1"}  # who ran it last
     assert q.event.kind == "failed"
     assert q.event.payload["error"] == "worker died; gave up after 3 attempts"
 
@@ -312,8 +325,10 @@ def test_a_live_lease_keeps_its_tasks() -> None:
     assert p.requeues == [] and p.deletes == []
 
 
-def test_tasks_of_a_worker_outside_the_pool_are_requeued() -> None:
+def test_tasks_of_a_worker_outside_the_pool_are_requeued_once_it_is_silent() -> None:
     held = task("t-held", "Assigned", worker="worker7", attempts=1)
+    p = run(pool(3), [held], [ready_worker("worker1")], leases=[lease("worker7")])
+    assert p.requeues == []  # the pool shrank, but worker7 still runs its task
     p = run(pool(3), [held], [ready_worker("worker1")])
     assert [(q.task, q.phase) for q in p.requeues] == [("t-held", "Pending")]
 
@@ -352,11 +367,23 @@ def test_lost_labels_are_repaired() -> None:
     unlabelled = task("t-a", "Assigned", worker="worker1", attempts=1,
                       labels={LABEL_WORKER: "", LABEL_PHASE: "pending"})
     stale = task("t-b", labels={LABEL_WORKER: "worker2"})
-    p = run(pool(3), [unlabelled, stale], [ready_worker("worker1")])
+    no_pool = task("t-c", "Running", worker="worker2", attempts=1)
+    del no_pool["metadata"]["labels"][LABEL_POOL]
+    done = task("t-d", "Completed", worker="worker2", completed_ago=5,
+                labels={LABEL_PHASE: "running"})
+    fine = task("t-e", "Running", worker="worker3", attempts=1)
+    workers = [ready_worker("worker1"), ready_worker("worker2"), ready_worker("worker3")]
+    p = run(pool(3), [unlabelled, stale, no_pool, done, fine], workers)
+    assert p.requeues == []
     fixes = {r.task: r.labels for r in p.relabels}
-    assert fixes["t-a"] == {
-        LABEL_WORKER: "worker1", LABEL_PHASE: "assigned", LABEL_POOL: "fleetgram"}
-    assert fixes["t-b"] == {LABEL_WORKER: None, LABEL_PHASE: "pending"}
+    assert fixes == {
+        "t-a": {LABEL_WORKER: "worker1", LABEL_PHASE: "assigned"},
+        "t-b": {LABEL_WORKER: None, LABEL_PHASE: "pending"},
+        "t-c": {LABEL_POOL: "fleetgram"},
+        "t-d": {LABEL_WORKER: "worker2", LABEL_PHASE: "completed"},
+    }
+    assert {r.task: r.resource_version for r in p.relabels}["t-a"] == (
+        unlabelled["metadata"]["resourceVersion"])
 
 
 def test_a_changed_template_replaces_idle_workers_only() -> None:

@@ -107,7 +107,7 @@ helm.sh/chart: {{ printf "%s-%s" .ctx.Chart.Name .ctx.Chart.Version | replace "+
   valueFrom:
     fieldRef:
       fieldPath: metadata.namespace
-- name: FLEETGRAM_WORKERPOOL
+- name: FLEETGRAM_POOL
   value: {{ include "fleetgram.fullname" $ }}
 - name: DATABASE_URL
   valueFrom:

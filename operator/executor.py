@@ -134,6 +134,10 @@ class Reconciler:
             memory = self.memory(namespace, name)
             the_plan = plan(snap.pool, snap.tasks, snap.deployments, snap.leases, self.clock(),
                             memory, self.config, claim_unlabelled=snap.claim_unlabelled)
+            # The operator sees the whole fleet: it feeds the fleet gauges Grafana shows.
+            metrics.observe_fleet(the_plan.states, the_plan.pending)
+            if the_plan.last_scale:
+                metrics.SCALE_EVENTS.labels(str(the_plan.last_scale.get("action"))).inc()
             return await self.execute(the_plan, snap.pool, memory)
 
     # ----------------------------------------------------------------------------------------

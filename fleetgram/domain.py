@@ -149,3 +149,25 @@ def slot_name(index: int) -> str:
 
 def slot_index(name: str) -> int:
     return int(name.removeprefix("worker")) - 1
+
+
+def event_payload(
+    task: Task, worker: str | None, username: str | None, **extra: object
+) -> dict[str, Any]:
+    """What an outbox event about `task` carries (master/views.py renders it)."""
+    u = task.usage
+    payload: dict[str, Any] = {
+        "worker": worker,
+        "username": username,
+        "title": task.title,
+        "attempts": task.attempts,
+        "usage": {
+            "input_tokens": u.input_tokens,
+            "output_tokens": u.output_tokens,
+            "cache_read_tokens": u.cache_read_tokens,
+            "cache_write_tokens": u.cache_write_tokens,
+            "cost_usd": u.cost_usd,
+        },
+    }
+    payload.update({k: v for k, v in extra.items() if v is not None})
+    return payload

@@ -43,7 +43,14 @@ from typing import Any
 
 from fleetgram.operator.manifests import deployment_manifest, token_secret, updated_deployment
 
-from fleetgram.domain import Task, TaskState, WorkerSlot, WorkerState, slot_name
+from fleetgram.domain import (
+    Task,
+    TaskState,
+    WorkerSlot,
+    WorkerState,
+    event_payload,
+    slot_name,
+)
 from fleetgram.kube.objects import (
     ANNOTATION_RESERVED_AT,
     ANNOTATION_RESERVED_TASK,
@@ -367,21 +374,7 @@ def _finished_at(record: TaskRecord) -> datetime:
 
 
 def _payload(task: Task, worker: str, username: str | None, **extra: object) -> JsonDict:
-    """As the worker's own announcements (worker/bot.py `_payload`)."""
-    u = task.usage
-    payload: JsonDict = {
-        "worker": worker,
-        "username": username,
-        "title": task.title,
-        "attempts": task.attempts,
-        "usage": {
-            "input_tokens": u.input_tokens, "output_tokens": u.output_tokens,
-            "cache_read_tokens": u.cache_read_tokens,
-            "cache_write_tokens": u.cache_write_tokens, "cost_usd": u.cost_usd,
-        },
-    }
-    payload.update({k: v for k, v in extra.items() if v is not None})
-    return payload
+    return event_payload(task, worker, username, **extra)
 
 
 REQUEUE_REASON = "worker died"  # failed: "worker died; gave up after N attempts"

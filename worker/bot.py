@@ -20,7 +20,7 @@ from telegram.ext import Application, CommandHandler, ContextTypes, MessageHandl
 from fleetgram import metrics
 from fleetgram.claude.runner import ClaudeRunner, UsageMeter, describe_error
 from fleetgram.config import Settings
-from fleetgram.domain import Task, TaskSource, TaskState, new_task_id, utcnow
+from fleetgram.domain import Task, TaskSource, TaskState, event_payload, new_task_id, utcnow
 from fleetgram.parsing import PROMPT_MAX, make_title
 from fleetgram.store.base import CancelOutcome, Store
 from fleetgram.telegram.app import build_application, install_allowlist, start_polling, stop_polling
@@ -283,20 +283,7 @@ class WorkerBot:
             log.exception("could not update the worker chat", extra={"worker": self.slot})
 
     def _payload(self, task: Task, **extra: object) -> dict[str, object]:
-        u = task.usage
-        payload: dict[str, object] = {
-            "worker": self.slot,
-            "username": self.username,
-            "title": task.title,
-            "attempts": task.attempts,
-            "usage": {
-                "input_tokens": u.input_tokens, "output_tokens": u.output_tokens,
-                "cache_read_tokens": u.cache_read_tokens,
-                "cache_write_tokens": u.cache_write_tokens, "cost_usd": u.cost_usd,
-            },
-        }
-        payload.update({k: v for k, v in extra.items() if v is not None})
-        return payload
+        return event_payload(task, self.slot, self.username, **extra)
 
     # --- chat handlers -------------------------------------------------------------------
     async def _on_help(self, update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:

@@ -12,14 +12,6 @@ import logging
 from collections.abc import Callable
 from datetime import datetime
 
-from fleetgram.master.views import (
-    HELP,
-    MASTER_COMMANDS,
-    queue_view,
-    receipt,
-    render_event,
-    workers_view,
-)
 from telegram import InlineKeyboardButton, InlineKeyboardMarkup, Update
 from telegram.constants import ParseMode
 from telegram.error import BadRequest, Forbidden, RetryAfter
@@ -34,6 +26,14 @@ from telegram.ext import (
 
 from fleetgram.config import Settings
 from fleetgram.domain import Task, TaskSource, TaskState, WorkerState, new_task_id, utcnow
+from fleetgram.master.views import (
+    HELP,
+    MASTER_COMMANDS,
+    queue_view,
+    receipt,
+    render_event,
+    workers_view,
+)
 from fleetgram.parsing import ParseError, make_title, parse_prompt, parse_task_id
 from fleetgram.policy import worker_state
 from fleetgram.store.base import CancelOutcome, Store

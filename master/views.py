@@ -149,10 +149,11 @@ def render_event(event: Event) -> str | None:
             f"(attempt {p.get('attempts', '?')} lost). {title}"
         )
     if event.kind == "blocked":
-        username = p.get("username") or p.get("worker")
+        username = p.get("username")
+        bot = (f"@{escape(str(username))} (https://t.me/{escape(str(username))})"
+               if username else f"{p.get('worker')}'s bot")
         return (
-            f"⚠️ {p.get('worker')} can't message you: open @{escape(str(username))} "
-            f"(https://t.me/{escape(str(username))}) and press Start. "
+            f"⚠️ {p.get('worker')} can't message you: open {bot} and press Start. "
             f"<b>{tid}</b> goes on; its answer will come here when done."
         )
     return None

@@ -14,6 +14,14 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
+from fleetgram import metrics
+from fleetgram.domain import utcnow
+from fleetgram.kube.objects import (
+    ANNOTATION_RESERVED_AT,
+    ANNOTATION_RESERVED_TASK,
+    LABEL_POOL,
+    labels_for,
+)
 from fleetgram.operator.kubeapi import (
     Conflict,
     Forbidden,
@@ -36,15 +44,6 @@ from fleetgram.operator.reconcile import (
     Plan,
     Requeue,
     plan,
-)
-
-from fleetgram import metrics
-from fleetgram.domain import utcnow
-from fleetgram.kube.objects import (
-    ANNOTATION_RESERVED_AT,
-    ANNOTATION_RESERVED_TASK,
-    LABEL_POOL,
-    labels_for,
 )
 from fleetgram.policy import ScaleAction
 

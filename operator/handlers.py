@@ -17,10 +17,10 @@ from collections.abc import Mapping
 from typing import Any, cast
 
 import kopf
-from fleetgram.operator.executor import Outcome, Reconciler
-from fleetgram.operator.reconcile import Notice
 
 from fleetgram.kube.objects import GROUP, VERSION, WORKERPOOLS
+from fleetgram.operator.executor import Outcome, Reconciler
+from fleetgram.operator.reconcile import Notice
 
 log = logging.getLogger(__name__)
 

@@ -14,13 +14,13 @@ import os
 from collections.abc import Mapping
 
 import kopf
+
+from fleetgram.config import Settings
 from fleetgram.operator.executor import Reconciler
 from fleetgram.operator.handlers import post_notice, register
 from fleetgram.operator.kubeapi import KubeApi, KubernetesApi
 from fleetgram.operator.outbox import NullOutbox, Outbox, StoreOutbox
 from fleetgram.operator.reconcile import OperatorConfig
-
-from fleetgram.config import Settings
 
 log = logging.getLogger(__name__)
 

@@ -41,8 +41,6 @@ from dataclasses import dataclass, field, replace
 from datetime import datetime
 from typing import Any
 
-from fleetgram.operator.manifests import deployment_manifest, token_secret, updated_deployment
-
 from fleetgram.domain import (
     Task,
     TaskState,
@@ -71,6 +69,7 @@ from fleetgram.kube.objects import (
     task_pool,
     worker_slot_of,
 )
+from fleetgram.operator.manifests import deployment_manifest, token_secret, updated_deployment
 from fleetgram.policy import (
     FleetView,
     ScaleAction,

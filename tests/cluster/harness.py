@@ -8,14 +8,13 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager, contextmanager
 from typing import Any
 
+from fleetgram.config import load_settings
+from fleetgram.fleet import Fleet
+from fleetgram.kube.objects import API_VERSION
 from fleetgram.operator.kubeapi import KubernetesApi
 from fleetgram.operator.main import build_registry
 from fleetgram.operator.outbox import StoreOutbox
 from fleetgram.operator.reconcile import OperatorConfig
-
-from fleetgram.config import load_settings
-from fleetgram.fleet import Fleet
-from fleetgram.kube.objects import API_VERSION
 from tests.cluster.kubelet import FakeKubelet
 from tests.e2e.harness import World, fleet_env
 from tests.e2e.harness import worker_token as token_of

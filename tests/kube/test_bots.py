@@ -11,7 +11,6 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
-from fleetgram.worker.bot import WorkerBot
 
 from fleetgram.config import Settings
 from fleetgram.domain import TaskState
@@ -19,6 +18,7 @@ from fleetgram.fleet import Fleet, runner_factory
 from fleetgram.kube.objects import LABEL_PHASE, LABEL_WORKER, lease_name, task_of
 from fleetgram.kube.queue import ClusterStore
 from fleetgram.store import open_store
+from fleetgram.worker.bot import WorkerBot
 from tests.e2e.harness import ADA, MALLORY, MASTER, World, add_bots, worker_bot
 from tests.emulators.claude_api import ClaudeEmulator
 from tests.emulators.kube_api import KubeEmulator

@@ -6,8 +6,6 @@ import copy
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from fleetgram.operator.manifests import deployment_manifest
-
 from fleetgram.kube.objects import (
     ANNOTATION_CREATED,
     ANNOTATION_CURRENT_TASK,
@@ -24,6 +22,7 @@ from fleetgram.kube.objects import (
     iso,
     lease_name,
 )
+from fleetgram.operator.manifests import deployment_manifest
 
 NOW = datetime(2025, 3, 1, 12, 0, 0, tzinfo=UTC)
 NS = "fleetgram"

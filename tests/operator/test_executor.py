@@ -9,10 +9,6 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from fleetgram.operator.executor import Reconciler
-from fleetgram.operator.kubeapi import KubernetesApi
-from fleetgram.operator.outbox import StoreOutbox
-from fleetgram.operator.reconcile import OperatorConfig, plan
 
 from fleetgram.domain import utcnow
 from fleetgram.kube.objects import (
@@ -21,6 +17,10 @@ from fleetgram.kube.objects import (
     LABEL_POOL,
     LABEL_WORKER,
 )
+from fleetgram.operator.executor import Reconciler
+from fleetgram.operator.kubeapi import KubernetesApi
+from fleetgram.operator.outbox import StoreOutbox
+from fleetgram.operator.reconcile import OperatorConfig, plan
 from fleetgram.store import open_store
 from tests.emulators import kube_api
 from tests.emulators.kube_api import KubeEmulator

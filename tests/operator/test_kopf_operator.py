@@ -13,11 +13,11 @@ from typing import Any
 
 import kopf.testing
 import pytest
+
+from fleetgram.kube.objects import LABEL_WORKER
 from fleetgram.operator.kubeapi import KubernetesApi
 from fleetgram.operator.main import build_registry
 from fleetgram.operator.reconcile import OperatorConfig
-
-from fleetgram.kube.objects import LABEL_WORKER
 from tests.emulators import kube_api
 from tests.emulators.kube_api import KubeEmulator
 from tests.operator.harness import (

@@ -9,11 +9,11 @@ import sys
 from pathlib import Path
 
 import pytest
+
+from fleetgram.config import Settings, load_settings
 from fleetgram.operator.main import outbox_for
 from fleetgram.operator.outbox import NullOutbox, StoreOutbox
 from fleetgram.operator.reconcile import OperatorConfig
-
-from fleetgram.config import Settings, load_settings
 from tests.emulators import kube_api
 from tests.emulators.kube_api import KubeEmulator
 from tests.operator.harness import NS, make_pool, make_secrets

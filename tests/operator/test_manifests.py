@@ -5,14 +5,13 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from fleetgram.operator.manifests import deployment_manifest, worker_env
-
 from fleetgram.kube.objects import (
     ANNOTATION_STARTED_AT,
     ANNOTATION_TEMPLATE_HASH,
     LABEL_POOL,
     LABEL_SLOT,
 )
+from fleetgram.operator.manifests import deployment_manifest, worker_env
 from tests.operator.builders import NOW, POOL_UID, pool
 
 

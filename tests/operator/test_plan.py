@@ -5,8 +5,6 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
-from fleetgram.operator.reconcile import Memory, OperatorConfig, Plan, plan
-
 from fleetgram.kube.objects import (
     ANNOTATION_RESERVED_AT,
     ANNOTATION_RESERVED_TASK,
@@ -16,6 +14,7 @@ from fleetgram.kube.objects import (
     LABEL_POOL,
     LABEL_WORKER,
 )
+from fleetgram.operator.reconcile import Memory, OperatorConfig, Plan, plan
 from fleetgram.policy import ScaleAction
 from tests.operator.builders import (
     NOW,

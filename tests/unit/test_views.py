@@ -4,9 +4,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from fleetgram.master.views import queue_view, receipt, render_event, workers_view
-
 from fleetgram.domain import Event, TaskState, WorkerSlot, WorkerState
+from fleetgram.master.views import queue_view, receipt, render_event, workers_view
 
 from .factories import T0, at, task
 
@@ -189,3 +188,15 @@ def test_started_cancelled_and_requeued_notices_name_the_task():
 
 def test_events_the_master_does_not_announce_render_as_none():
     assert render_event(event("heartbeat")) is None
+
+
+def test_blocked_notice_without_a_known_username_links_nowhere() -> None:
+    from datetime import UTC, datetime
+
+    from fleetgram.domain import Event
+    from fleetgram.master.views import render_event
+
+    event = Event(1, "blocked", "t-abcde", 1, {"worker": "worker2", "username": None},
+                  datetime.now(UTC))
+    text = render_event(event) or ""
+    assert "open worker2's bot and press Start" in text and "t.me" not in text

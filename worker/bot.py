@@ -68,6 +68,7 @@ class WorkerBot:
         self._running_task: asyncio.Task[None] | None = None
         self._stopping = asyncio.Event()
         self._wake = asyncio.Event()
+        self._slot_lock = asyncio.Lock()
         install_allowlist(self.app, settings.allowed_user_ids)
         self.app.add_handler(CommandHandler(["start", "help"], self._on_help))
         self.app.add_handler(CommandHandler("new", self._on_new))
@@ -129,9 +130,7 @@ class WorkerBot:
     async def _heartbeat_loop(self) -> None:
         while True:
             try:
-                await self.store.update_slot(
-                    self.slot, heartbeat_at=self.clock(), current_task=self.current_task
-                )
+                await self._set_slot(heartbeat_at=self.clock())
             except Exception:
                 log.exception("heartbeat failed", extra={"worker": self.slot})
             await asyncio.sleep(self.settings.heartbeat_interval)
@@ -164,16 +163,17 @@ class WorkerBot:
     async def _execute(self, task: Task) -> None:
         store, slot = self.store, self.slot
         now = self.clock()
+        # Busy before running: /workers must never show idle while a task is running here.
+        await self._set_slot(task.id, state_since=now, heartbeat_at=now)
         running = await store.mark_running(task.id, slot, now)
         if running is None:
             await store.finish_task(
                 task.id, slot, TaskState.CANCELLED, now,
                 event=("cancelled", self._payload(task, by="user")),
             )
+            await self._set_slot(None, state_since=self.clock())
             return
         task = running
-        self.current_task = task.id
-        await store.update_slot(slot, current_task=task.id, state_since=now, heartbeat_at=now)
         if task.source == TaskSource.MASTER:
             await store.add_event(
                 "started", self._payload(task), task_id=task.id, chat_id=task.chat_id
@@ -249,9 +249,17 @@ class WorkerBot:
             if finished is not None and not blocked:
                 await self._safely(reply.finish(format_footer(done, seconds)))
         finally:
-            self.current_task = None
             metrics.TASK_DURATION.observe(time.monotonic() - started)
-            await store.update_slot(slot, current_task=None, state_since=self.clock())
+            await self._set_slot(None, state_since=self.clock())
+
+    _UNCHANGED = object()
+
+    async def _set_slot(self, current_task: object = _UNCHANGED, **fields: object) -> None:
+        """Slot writes are serialised so a heartbeat can never put back a stale current task."""
+        async with self._slot_lock:
+            if current_task is not WorkerBot._UNCHANGED:
+                self.current_task = current_task  # type: ignore[assignment]
+            await self.store.update_slot(self.slot, current_task=self.current_task, **fields)
 
     async def _watch_cancel(
         self, task_id: str, claude: asyncio.Task[object], flag: asyncio.Event

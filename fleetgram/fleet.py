@@ -6,6 +6,7 @@ import asyncio
 import contextlib
 import logging
 
+from fleetgram.aio import wait_ended
 from fleetgram.claude.runner import ClaudeRunner, make_client
 from fleetgram.config import Mode, Settings
 from fleetgram.master.bot import MasterBot
@@ -78,8 +79,7 @@ class Fleet:
     async def stop(self) -> None:
         if self._loop is not None:
             self._loop.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._loop
+            await wait_ended([self._loop])
         with contextlib.suppress(Exception):
             await self.runtime.close()
         with contextlib.suppress(Exception):

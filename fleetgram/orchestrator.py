@@ -12,6 +12,7 @@ from collections.abc import Callable
 from datetime import datetime
 
 from fleetgram import metrics
+from fleetgram.aio import being_cancelled
 from fleetgram.config import Settings
 from fleetgram.domain import TaskState, utcnow
 from fleetgram.policy import (
@@ -78,6 +79,8 @@ class Orchestrator:
                 raise
             except Exception:
                 log.exception("orchestrator tick failed")
+            if being_cancelled():  # a cancellation swallowed below must still stop the loop
+                raise asyncio.CancelledError
             await asyncio.sleep(self.tick_seconds)
 
     async def tick(self) -> ScaleDecision:

@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 from collections.abc import Callable
 from typing import Protocol
 
+from fleetgram.aio import wait_ended
 from fleetgram.claude.runner import ClaudeRunner
 from fleetgram.config import Settings
 from fleetgram.store.base import Store
@@ -60,8 +60,7 @@ class InProcessRuntime:
     async def stop(self, slot: str, *, drain: bool = True) -> None:
         starting = self._starting.pop(slot, None)
         if starting is not None:
-            with contextlib.suppress(asyncio.CancelledError, Exception):
-                await starting
+            await wait_ended([starting])
         bot = self.workers.pop(slot, None)
         if bot is not None:
             await bot.stop(drain=drain)

@@ -7,7 +7,6 @@ says happened, so every notice it sends is already true in the store.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 from collections.abc import Callable
 from datetime import datetime
@@ -24,6 +23,7 @@ from telegram.ext import (
     filters,
 )
 
+from fleetgram.aio import wait_ended
 from fleetgram.config import Settings
 from fleetgram.domain import Task, TaskSource, TaskState, WorkerState, new_task_id, utcnow
 from fleetgram.master.views import (
@@ -80,8 +80,7 @@ class MasterBot:
     async def stop(self) -> None:
         if self._notifier is not None:
             self._notifier.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._notifier
+            await wait_ended([self._notifier])
         await stop_polling(self.app)
 
     # --- commands ------------------------------------------------------------------------

@@ -18,6 +18,7 @@ from telegram.error import InvalidToken
 from telegram.ext import Application, CommandHandler, ContextTypes, MessageHandler, filters
 
 from fleetgram import metrics
+from fleetgram.aio import being_cancelled, wait_ended
 from fleetgram.claude.runner import ClaudeRunner, UsageMeter, describe_error
 from fleetgram.config import Settings
 from fleetgram.domain import Task, TaskSource, TaskState, event_payload, new_task_id, utcnow
@@ -113,14 +114,12 @@ class WorkerBot:
         self._wake.set()
         if self._running_task is not None and not drain:
             self._running_task.cancel()
+        work = [loop for loop in self._loops if loop.get_name().endswith("-work")]
+        if drain:
+            await wait_ended(work)
         for loop in self._loops:
-            if loop.get_name().endswith("-work") and drain:
-                with contextlib.suppress(asyncio.CancelledError):
-                    await loop
             loop.cancel()
-        for loop in self._loops:
-            with contextlib.suppress(asyncio.CancelledError, Exception):
-                await loop
+        await wait_ended(self._loops)
         await stop_polling(self.app)
 
     def wake(self) -> None:
@@ -207,7 +206,7 @@ class WorkerBot:
                 watcher.cancel()
         except asyncio.CancelledError:
             await self._record_usage(meter)
-            if not cancelled_by_user.is_set():
+            if not cancelled_by_user.is_set() or being_cancelled():
                 # Shutting down: the task stays running in the store and is requeued (attempt
                 # counted) when the worker starts again; say so and stop the flusher.
                 if not blocked:

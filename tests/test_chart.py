@@ -2,7 +2,7 @@
 wheel), checked against Kubernetes' schemas (kubernetes_validate), applied to the emulated
 API server, and its RBAC compared with what a kopf operator really requests.
 
-Without helm-python-sdk the rendering tests are skipped; the static checks still run."""
+The chart is rendered by Helm's own engine (helm-python-sdk, a test dependency)."""
 from __future__ import annotations
 
 import json
@@ -37,11 +37,8 @@ VALUES: dict[str, Any] = {
     'metrics': {'serviceMonitor': {'enabled': True}, 'dashboard': {'enabled': True}},
 }
 
-try:  # Helm's engine; without it the rendering tests skip and the static ones still run.
-    import helm_python as helm
-except ImportError:  # pragma: no cover
-    helm = None
-needs_helm = pytest.mark.skipif(helm is None, reason='helm-python-sdk (Helm engine) missing')
+# Helm's own engine (helm-python-sdk, in the test extras): the chart is rendered for real.
+import helm_python as helm  # noqa: E402
 
 
 def render(values: dict[str, Any] | None = None) -> dict[str, str]:
@@ -65,8 +62,6 @@ def by_kind(objs: list[dict], kind: str) -> dict[str, dict]:
 
 @pytest.fixture(scope='module')
 def rendered() -> list[dict]:
-    if helm is None:
-        pytest.skip('helm-python-sdk (Helm engine) missing')
     return objects(render())
 
 
@@ -104,14 +99,12 @@ def test_dashboard_uses_exactly_the_documented_metrics():
 
 # --------------------------------------------------------------------------- rendered by Helm
 
-@needs_helm
 def test_helm_lint_is_clean():
     report = helm.lint(CHART, VALUES, strict=True, namespace=NS)
     assert report['errors'] == []
     assert [m for m in report['messages'] if m['severity'] >= 2] == []
 
 
-@needs_helm
 def test_every_builtin_object_validates_against_kubernetes_schemas(rendered):
     kinds = sorted({o['kind'] for o in rendered})
     assert kinds == ['ClusterRole', 'ClusterRoleBinding', 'ConfigMap', 'Deployment', 'Role',
@@ -123,7 +116,6 @@ def test_every_builtin_object_validates_against_kubernetes_schemas(rendered):
         kubernetes_validate.validate(obj, '1.30', strict=True)
 
 
-@needs_helm
 def test_deployments_run_fleetgram_with_the_contract_env(rendered):
     deployments = by_kind(rendered, 'Deployment')
     assert set(deployments) == {f'{RELEASE}-fleetgram-operator', f'{RELEASE}-fleetgram-master'}
@@ -156,7 +148,6 @@ def test_deployments_run_fleetgram_with_the_contract_env(rendered):
                                        'protocol': 'TCP'}]
 
 
-@needs_helm
 def test_secrets_and_the_workerpool_token_slots(rendered):
     secrets = by_kind(rendered, 'Secret')
     assert secrets[f'{RELEASE}-fleetgram-master-token']['stringData'] == {
@@ -177,7 +168,6 @@ def test_secrets_and_the_workerpool_token_slots(rendered):
                                                    'DATABASE_URL', 'ANTHROPIC_API_KEY'}
 
 
-@needs_helm
 def test_metrics_services_servicemonitor_and_dashboard(rendered):
     services = by_kind(rendered, 'Service')
     assert set(services) == {f'{RELEASE}-fleetgram-{c}-metrics'
@@ -196,7 +186,6 @@ def test_metrics_services_servicemonitor_and_dashboard(rendered):
         (CHART / 'dashboards' / 'fleetgram.json').read_text())
 
 
-@needs_helm
 def test_metrics_off_renders_no_services_nor_ports():
     values = json.loads(json.dumps(VALUES))
     values['metrics'] = {'enabled': False}
@@ -208,7 +197,6 @@ def test_metrics_off_renders_no_services_nor_ports():
         assert {e['name']: e.get('value') for e in container['env']}['METRICS_PORT'] == '0'
 
 
-@needs_helm
 @pytest.mark.parametrize(('change', 'message'), [
     ({'telegram': {'allowedUserIds': []}}, 'telegram.allowedUserIds is empty'),
     ({'workerTokens': []}, 'workerTokens is empty'),
@@ -229,7 +217,6 @@ def test_bad_values_fail_with_a_message(change, message):
     assert message in str(e.value)
 
 
-@needs_helm
 def test_rendered_objects_are_admitted_by_the_emulated_api_server(rendered):
     emu = KubeEmulator(crds=FLEETGRAM_CRDS, namespaces=['default', NS])
     served = {(rt.api_version, rt.kind) for rt in emu.resource_types()}
@@ -257,7 +244,6 @@ def _rules(role: dict) -> set[tuple[str, str, str]]:
             for verb in rule['verbs']}
 
 
-@needs_helm
 def test_operator_rbac_is_the_documented_set(rendered):
     roles = by_kind(rendered, 'Role')
     operator = roles[f'{RELEASE}-fleetgram-operator']
@@ -287,7 +273,6 @@ def test_operator_rbac_is_the_documented_set(rendered):
         assert binding['subjects'][0]['namespace'] == NS
 
 
-@needs_helm
 def test_kopf_needs_no_more_than_the_operator_rbac(rendered):
     """Run a kopf operator with the same kind of handlers as fleetgram's (on BotTasks and the
     WorkerPool, with status patches, finalizers, events) against the emulated API server, and

@@ -45,6 +45,11 @@ class Settings:
     claude_system_prompt: str = DEFAULT_SYSTEM_PROMPT
     claude_timeout: float = 600.0
     claude_max_retries: int = 4
+    # Seconds a stream may go without new content (pings do not count) before it is failed.
+    claude_stall_timeout: float = 60.0
+    # The model's context window in tokens; at compact_at of it, older turns are compacted.
+    claude_context_window: int = 200_000
+    compact_at: float = 0.8
     min_workers: int = 1
     max_workers: int = 5
     scale_up_threshold: int = 3
@@ -54,6 +59,15 @@ class Settings:
     heartbeat_interval: float = 5.0
     poll_interval: float = 0.5
     stream_edit_interval: float = 1.0
+    # Per-user limits: pending tasks at once, and prompts accepted per minute.
+    max_pending_per_user: int = 20
+    prompts_per_minute: int = 20
+    # Finished tasks, delivered notices and usage-ledger rows are deleted after this many days.
+    retention_days: float = 30.0
+    # Messages of one paste that a Telegram app split arrive within this many seconds.
+    paste_merge_window: float = 1.5
+    # How often the orchestrator looks for messages waiting in stopped workers' chats.
+    stopped_worker_poll: float = 5.0
     database_url: str = "sqlite:///fleetgram.sqlite3"
     telegram_api_url: str = "https://api.telegram.org"
     mode: Mode = Mode.SINGLE
@@ -227,6 +241,9 @@ def load_settings(
         claude_system_prompt=env.get("CLAUDE_SYSTEM_PROMPT", "").strip() or DEFAULT_SYSTEM_PROMPT,
         claude_timeout=_float(env, "CLAUDE_TIMEOUT", 600.0, minimum=1.0),
         claude_max_retries=_int(env, "CLAUDE_MAX_RETRIES", 4, minimum=0, maximum=20),
+        claude_stall_timeout=_float(env, "CLAUDE_STALL_TIMEOUT", 60.0, minimum=1.0),
+        claude_context_window=_int(env, "CLAUDE_CONTEXT_WINDOW", 200_000, minimum=1000),
+        compact_at=_float(env, "COMPACT_AT", 0.8, minimum=0.1),
         min_workers=min_workers,
         max_workers=max_workers,
         scale_up_threshold=_int(env, "SCALE_UP_THRESHOLD", 3, minimum=0),
@@ -236,6 +253,11 @@ def load_settings(
         heartbeat_interval=heartbeat,
         poll_interval=_float(env, "POLL_INTERVAL", 0.5, minimum=0.01),
         stream_edit_interval=_float(env, "STREAM_EDIT_INTERVAL", 1.0, minimum=0.05),
+        max_pending_per_user=_int(env, "MAX_PENDING_PER_USER", 20, minimum=1),
+        prompts_per_minute=_int(env, "PROMPTS_PER_MINUTE", 20, minimum=1),
+        retention_days=_float(env, "RETENTION_DAYS", 30.0, minimum=0.01),
+        paste_merge_window=_float(env, "PASTE_MERGE_WINDOW", 1.5),
+        stopped_worker_poll=_float(env, "STOPPED_WORKER_POLL", 5.0, minimum=0.05),
         database_url=database_url,
         telegram_api_url=telegram_api_url,
         mode=mode,

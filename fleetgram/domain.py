@@ -95,6 +95,8 @@ class Task:
     error: str | None = None
     usage: Usage = field(default_factory=Usage)
     cancel_requested: bool = False
+    # The Telegram message (in chat_id) the task was made from: an edit of it edits the task.
+    message_id: int | None = None
     created_at: datetime = field(default_factory=utcnow)
     assigned_at: datetime | None = None
     started_at: datetime | None = None
@@ -140,6 +142,8 @@ class Event:
     chat_id: int | None
     payload: dict[str, Any]
     created_at: datetime
+    # Sends that failed ambiguously (Telegram may have shown the notice): at most two are made.
+    ambiguous_sends: int = 0
 
 
 def slot_name(index: int) -> str:

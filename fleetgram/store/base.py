@@ -64,8 +64,23 @@ class Store(Protocol):
         user_id: int | None = None,
         worker: str | None = None,
         limit: int = 100,
+        pinned: bool | None = None,
     ) -> list[Task]:
-        """Tasks in queue order: priority, then age (created_at), then id."""
+        """Tasks in queue order: priority, then age (created_at), then id. `pinned` True: only
+        tasks pinned to a worker; False: only unpinned ones; None: both."""
+
+    async def count_tasks(
+        self, states: Iterable[TaskState], *, user_id: int | None = None,
+        pinned: bool | None = None,
+    ) -> int:
+        """How many tasks are in `states` (of `user_id` if given): a count query, no rows."""
+
+    async def find_task_by_message(self, chat_id: int, message_id: int) -> Task | None:
+        """The task made from Telegram message `message_id` in `chat_id`, if any."""
+
+    async def update_pending_prompt(self, task_id: str, prompt: str, title: str) -> Task | None:
+        """Replace a still-pending task's prompt and title (an edited message). None, and no
+        change, if the task is no longer pending."""
 
     async def queue_position(self, task_id: str) -> int | None:
         """1-based position among pending tasks in queue order; None if not pending."""
@@ -106,10 +121,19 @@ class Store(Protocol):
         """The worker died: each of its assigned/running tasks goes back to pending, or to
         failed if it has used max_attempts attempts; each with a 'requeued'/'failed' event."""
 
+    async def requeue_task(
+        self, task_id: str, worker: str, now: datetime, *, max_attempts: int, reason: str
+    ) -> Task | None:
+        """One task that is assigned/running on `worker` goes back to pending (or to failed at
+        max_attempts), with a 'requeued'/'failed' event carrying its title. None, and no
+        change, if it is no longer active on that worker."""
+
     async def record_api_call(self, call: ApiCall) -> None:
         """Append the call to the usage ledger and add it to the task's totals."""
 
-    async def purge_finished(self, before: datetime) -> int: ...
+    async def purge_finished(self, before: datetime) -> int:
+        """Delete finished tasks completed before `before`, delivered events created before it
+        and usage-ledger rows created before it. Returns the number of tasks deleted."""
 
     async def archive_task(self, task: Task) -> None:
         """Upsert the full record of `task` (every field, as given) into the SQL `tasks` table,
@@ -137,6 +161,22 @@ class Store(Protocol):
 
     async def mark_event_delivered(self, event_id: int) -> None: ...
 
+    async def record_ambiguous_send(self, event_id: int) -> int:
+        """A send of the event failed in a way that Telegram may still have shown it (a lost
+        reply, a timeout). Returns the event's ambiguous sends so far, this one included."""
+
+    # --- worker chat messages of running tasks (for the "interrupted" note after a crash) ---
+    async def remember_reply(
+        self, worker: str, task_id: str, chat_id: int, message_id: int
+    ) -> None:
+        """The worker began showing `task_id` in message `message_id` of `chat_id`."""
+
+    async def forget_replies(self, worker: str, task_id: str) -> None:
+        """The task's reply in the worker chat is final (finished, cancelled or noted)."""
+
+    async def leftover_replies(self, worker: str) -> list[tuple[str, int, int]]:
+        """(task_id, chat_id, message_id) of replies the worker never finished: it died."""
+
     # --- conversations (Messages API content blocks, kept as JSON) ----------------------
     async def active_conversation(self, worker: str, user_id: int) -> int:
         """The id of the worker's current conversation with the user, created if none."""
@@ -150,3 +190,8 @@ class Store(Protocol):
     async def append_turns(
         self, conversation_id: int, turns: Sequence[dict[str, Any]], task_id: str | None
     ) -> None: ...
+
+    async def replace_turns(
+        self, conversation_id: int, turns: Sequence[dict[str, Any]]
+    ) -> None:
+        """Replace every turn of the conversation (after compaction), in one transaction."""

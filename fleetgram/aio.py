@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Iterable
+import logging
+from collections.abc import Awaitable, Iterable
+
+log = logging.getLogger(__name__)
 
 
 async def wait_ended(tasks: Iterable[asyncio.Future[object]]) -> None:
@@ -26,3 +29,28 @@ def being_cancelled() -> bool:
     """True when the running task itself has been asked to stop."""
     task = asyncio.current_task()
     return task is not None and task.cancelling() > 0
+
+
+async def bounded(name: str, step: Awaitable[object], seconds: float) -> bool:
+    """Run a shutdown step for at most `seconds`; False (logged) if it failed or overran.
+
+    An overrunning step is cancelled and not waited for. A cancellation of the caller is
+    passed on, never swallowed."""
+    task = asyncio.ensure_future(step)
+    try:
+        done, _ = await asyncio.wait({task}, timeout=seconds)
+    except asyncio.CancelledError:
+        task.cancel()
+        raise
+    if not done:
+        task.cancel()
+        log.warning("shutdown step overran; going on", extra={"step": name, "seconds": seconds})
+        return False
+    if task.cancelled():
+        return False
+    error = task.exception()
+    if error is not None:
+        log.warning("shutdown step failed", extra={"step": name, "error": type(error).__name__},
+                    exc_info=error)
+        return False
+    return True

@@ -5,87 +5,217 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import logging
+import os
 import signal
 import sys
+import threading
 from pathlib import Path
 from typing import Any
 
 from fleetgram import logs, metrics
-from fleetgram.config import ConfigError, Settings, load_settings
+from fleetgram.config import ConfigError, ConfigErrors, Settings, load_settings, read_env
+
+log = logging.getLogger("fleetgram")
+
+DEFAULT_ENV_FILE = ".env"
+# After a stop was asked for, the process ends by then whatever is still running (a thread
+# stuck in a blocking call keeps Python from exiting): SIGTERM/Ctrl-C end it within 5 s.
+HARD_EXIT_AFTER = 4.7
 
 
 def _parser() -> argparse.ArgumentParser:
+    # --env-file is accepted before or after the subcommand: the subcommands' copy leaves the
+    # attribute alone unless it is given (SUPPRESS), so neither overrides the other's value.
+    env_file = argparse.ArgumentParser(add_help=False)
+    env_file.add_argument("--env-file", default=argparse.SUPPRESS,
+                          help=f"read settings from this file (default: {DEFAULT_ENV_FILE}, "
+                               "which may be absent)")
     parser = argparse.ArgumentParser(prog="fleetgram", description=__doc__)
-    parser.add_argument("--env-file", default=".env", help="read settings from this file")
+    parser.add_argument("--env-file", default=None,
+                        help=f"read settings from this file (default: {DEFAULT_ENV_FILE}, "
+                             "which may be absent)")
     sub = parser.add_subparsers(dest="command", required=True)
-    sub.add_parser("up", help="run master, orchestrator and workers in one process")
-    sub.add_parser("master", help="run the master bot only (workers elsewhere, shared DB)")
-    worker = sub.add_parser("worker", help="run one worker bot")
+    sub.add_parser("up", parents=[env_file],
+                   help="run master, orchestrator and workers in one process")
+    sub.add_parser("master", parents=[env_file],
+                   help="run the master bot only (workers elsewhere, shared DB)")
+    worker = sub.add_parser("worker", parents=[env_file], help="run one worker bot")
     worker.add_argument("--slot", help="worker slot, e.g. worker2 (default: $WORKER_SLOT)")
-    sub.add_parser("operator", help="run the Kubernetes operator (kopf)")
-    sub.add_parser("check", help="validate the configuration and exit")
+    sub.add_parser("operator", parents=[env_file], help="run the Kubernetes operator (kopf)")
+    check = sub.add_parser(
+        "check", parents=[env_file],
+        help="validate the configuration, reach the database, and exit (0 when all is well)",
+    )
+    check.add_argument("--online", action="store_true",
+                       help="also call getMe for every bot token and the Claude API once")
     return parser
 
 
+def _configuration_errors(exc: ConfigError) -> int:
+    errors = exc.errors if isinstance(exc, ConfigErrors) else [exc]
+    for error in errors:
+        print(f"fleetgram: configuration error: {error}", file=sys.stderr)
+    return 2
+
+
+def _hard_exit_later(code: int) -> None:
+    def hard_exit() -> None:
+        log.warning("shutdown overran; exiting now", extra={"seconds": HARD_EXIT_AFTER})
+        with contextlib.suppress(Exception):
+            sys.stderr.flush()
+            sys.stdout.flush()
+        os._exit(code)
+
+    timer = threading.Timer(HARD_EXIT_AFTER, hard_exit)
+    timer.daemon = True
+    timer.start()
+
+
 async def _serve(component: Any) -> None:
+    """Start, run until SIGINT/SIGTERM, stop. A signal during start-up stops it too."""
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
+
+    def request_stop() -> None:
+        if not stop.is_set():
+            _hard_exit_later(0)
+        stop.set()
+
     for sig in (signal.SIGINT, signal.SIGTERM):
         with contextlib.suppress(NotImplementedError):
-            loop.add_signal_handler(sig, stop.set)
-    await component.start()
+            loop.add_signal_handler(sig, request_stop)
+    starting = asyncio.create_task(component.start(), name="start")
+    stopping = asyncio.create_task(stop.wait(), name="stop-signal")
+    await asyncio.wait({starting, stopping}, return_when=asyncio.FIRST_COMPLETED)
+    if not starting.done():  # asked to stop while starting: start cleans up after itself
+        starting.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await starting
+        return
+    stopping.cancel()
+    starting.result()  # a failed start raises here (it has already stopped what it started)
     try:
         await stop.wait()
     finally:
         await component.stop()
 
 
+def _one_line(exc: BaseException, secrets: tuple[str, ...]) -> str:
+    text = str(exc).strip().splitlines()
+    return logs.redact(f"{type(exc).__name__}: {text[0] if text else ''}", secrets)
+
+
+def _run(component: Any, secrets: tuple[str, ...]) -> int:
+    from fleetgram.checks import StartupError
+
+    try:
+        asyncio.run(_serve(component))
+    except KeyboardInterrupt:
+        return 0
+    except StartupError as exc:
+        print(f"fleetgram: cannot start: {logs.redact(str(exc), secrets)}", file=sys.stderr)
+        return 1
+    except Exception as exc:
+        log.debug("start-up failed", exc_info=exc)
+        print(f"fleetgram: cannot start: {_one_line(exc, secrets)}", file=sys.stderr)
+        return 1
+    return 0
+
+
+def _check(settings: Settings, online: bool) -> int:
+    from fleetgram.checks import run_checks
+
+    print(f"configuration OK: {len(settings.worker_token_pool)} worker tokens, "
+          f"MIN_WORKERS={settings.min_workers}, MAX_WORKERS={settings.max_workers}")
+    secrets = _secrets(settings)
+    try:
+        results = asyncio.run(run_checks(settings, online=online))
+    except Exception as exc:  # a check that broke is a problem to report, not a traceback
+        log.debug("fleetgram check failed", exc_info=exc)
+        print(f"problem: the checks themselves failed: {_one_line(exc, secrets)}",
+              file=sys.stderr)
+        return 1
+    problems = 0
+    for result in results:
+        line = logs.redact(result.line, secrets)
+        if result.ok:
+            print(f"ok: {line}")
+        else:
+            problems += 1
+            print(f"problem: {line}", file=sys.stderr)
+    checked = "configuration, database" + (", Telegram tokens and Claude" if online else "")
+    if problems:
+        print(f"fleetgram check: {problems} problem{'s' if problems > 1 else ''} "
+              f"({checked} checked)", file=sys.stderr)
+        return 1
+    print(f"fleetgram check: all good ({checked} checked)")
+    return 0
+
+
+def _secrets(settings: Settings) -> tuple[str, ...]:
+    return tuple(s for s in (settings.master_bot_token, settings.anthropic_api_key,
+                             settings.worker_token or "", *settings.worker_token_pool) if s)
+
+
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     need_master = args.command in ("up", "master", "check")
     need_workers = args.command in ("up", "worker", "check")
+    explicit = args.env_file is not None
     try:
+        env = read_env(Path(args.env_file or DEFAULT_ENV_FILE), required=explicit)
         settings: Settings = load_settings(
-            dotenv=Path(args.env_file), need_master=need_master, need_workers=need_workers
+            env, need_master=need_master, need_workers=need_workers
         )
     except ConfigError as exc:
-        print(f"fleetgram: configuration error: {exc}", file=sys.stderr)
-        return 2
-    secrets = (settings.master_bot_token, settings.anthropic_api_key, *settings.worker_token_pool)
+        return _configuration_errors(exc)
+    secrets = _secrets(settings)
     logs.configure(settings.log_level, secrets)
-    metrics.serve(settings.metrics_port)
 
     if args.command == "check":
-        print(f"configuration OK: {len(settings.worker_token_pool)} worker tokens, "
-              f"database {settings.database_url.split('@')[-1]}")
-        return 0
+        return _check(settings, args.online)
+    try:
+        metrics.serve(settings.metrics_port)
+    except OSError as exc:
+        print(f"fleetgram: cannot start: METRICS_PORT: cannot listen on port "
+              f"{settings.metrics_port} ({exc.strerror or type(exc).__name__})", file=sys.stderr)
+        return 1
     if args.command == "operator":
         from fleetgram.operator.main import run_operator
 
         return run_operator(settings)
 
-    from fleetgram.fleet import Fleet, MasterOnly, WorkerOnly
+    from fleetgram.fleet import Fleet, MasterOnly
 
     component: Any
-    if args.command == "up":
-        component = Fleet(settings)
-    elif args.command == "master":
-        component = MasterOnly(settings)
-    else:
-        import os
+    try:
+        if args.command == "up":
+            component = Fleet(settings)
+        elif args.command == "master":
+            component = MasterOnly(settings)
+        else:
+            component = _worker(settings, env.get("WORKER_SLOT", ""), args.slot)
+    except ConfigError as exc:
+        return _configuration_errors(exc)
+    except Exception as exc:
+        log.debug("building the fleet failed", exc_info=exc)
+        print(f"fleetgram: cannot start: {_one_line(exc, secrets)}", file=sys.stderr)
+        return 1
+    return _run(component, secrets)
 
-        slot = args.slot or os.environ.get("WORKER_SLOT", "")
-        # On Kubernetes a worker holds one token (WORKER_TOKEN) and knows only its own slot.
-        known = settings.worker_token is not None and slot.startswith("worker") and \
-            slot.removeprefix("worker").isdigit()
-        if slot not in settings.slot_names and not known:
-            print(f"fleetgram: configuration error: WORKER_SLOT: {slot!r} is not one of "
-                  f"{', '.join(settings.slot_names)}", file=sys.stderr)
-            return 2
-        component = WorkerOnly(settings, slot)
-    with contextlib.suppress(KeyboardInterrupt):
-        asyncio.run(_serve(component))
-    return 0
+
+def _worker(settings: Settings, env_slot: str, arg_slot: str | None) -> Any:
+    from fleetgram.fleet import WorkerOnly
+
+    slot = arg_slot or env_slot
+    # On Kubernetes a worker holds one token (WORKER_TOKEN) and knows only its own slot.
+    known = settings.worker_token is not None and slot.startswith("worker") and \
+        slot.removeprefix("worker").isdigit()
+    if slot not in settings.slot_names and not known:
+        raise ConfigError("WORKER_SLOT", f"{slot!r} is not one of "
+                                         f"{', '.join(settings.slot_names)}")
+    return WorkerOnly(settings, slot)
 
 
 if __name__ == "__main__":

@@ -6,12 +6,15 @@ Every error names the setting that is wrong, so a typo in `.env` is a one-line f
 from __future__ import annotations
 
 import os
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from enum import StrEnum
 from pathlib import Path
+from typing import TypeVar
 
 from fleetgram.domain import slot_name
+
+_T = TypeVar("_T")
 
 DEFAULT_MODEL = "claude-sonnet-5-5"
 DEFAULT_SYSTEM_PROMPT = (
@@ -26,6 +29,25 @@ class ConfigError(ValueError):
         super().__init__(f"{setting}: {problem}")
         self.setting = setting
         self.problem = problem
+
+
+class ConfigErrors(ConfigError):
+    """Every configuration error found at once, so one edit of `.env` fixes them all.
+
+    It is also a ConfigError: `setting` and `problem` are the first error's."""
+
+    def __init__(self, errors: list[ConfigError]) -> None:
+        assert errors, "ConfigErrors needs at least one error"
+        super().__init__(errors[0].setting, errors[0].problem)
+        self.args = ("; ".join(str(e) for e in errors),)
+        self.errors = list(errors)
+
+    def __str__(self) -> str:
+        return self.args[0]
+
+    @property
+    def settings(self) -> list[str]:
+        return [e.setting for e in self.errors]
 
 
 class Mode(StrEnum):
@@ -112,14 +134,17 @@ def _int(env: Mapping[str, str], name: str, default: int, *, minimum: int | None
     return value
 
 
-def _float(env: Mapping[str, str], name: str, default: float, *, minimum: float = 0.0) -> float:
+def _float(env: Mapping[str, str], name: str, default: float, *, minimum: float = 0.0,
+           what: str = "a number of seconds") -> float:
     raw = env.get(name, "").strip()
     if not raw:
         return default
     try:
         value = float(raw)
     except ValueError:
-        raise ConfigError(name, f"must be a number of seconds, got {raw!r}") from None
+        raise ConfigError(name, f"must be {what}, got {raw!r}") from None
+    if value != value or value in (float("inf"), float("-inf")):  # nan, inf
+        raise ConfigError(name, f"must be {what}, got {raw!r}")
     if value < minimum:
         raise ConfigError(name, f"must be at least {minimum}, got {value}")
     return value
@@ -137,6 +162,49 @@ def _required(env: Mapping[str, str], name: str, hint: str) -> str:
     return value
 
 
+class _Collector:
+    """Runs each setting's parser, keeping its error instead of stopping at the first one."""
+
+    def __init__(self) -> None:
+        self.errors: list[ConfigError] = []
+
+    def add(self, setting: str, problem: str) -> None:
+        self.errors.append(ConfigError(setting, problem))
+
+    def get(self, parse: Callable[[], _T], fallback: _T) -> _T:
+        try:
+            return parse()
+        except ConfigError as error:
+            self.errors.append(error)
+            return fallback
+
+
+class EnvFileMissing(ConfigError):
+    """An --env-file that was named explicitly but does not exist."""
+
+
+def read_env(dotenv: Path | None, *, required: bool = False) -> dict[str, str]:
+    """os.environ with `dotenv` filling gaps. A missing `dotenv` is fine unless `required`
+    (the user named it), then it is an EnvFileMissing naming the file."""
+    merged: dict[str, str] = {}
+    if dotenv is not None:
+        if dotenv.is_file():
+            from dotenv import dotenv_values
+
+            try:
+                values = dotenv_values(dotenv)
+            except OSError as exc:
+                raise EnvFileMissing(
+                    f"--env-file {dotenv}", f"cannot be read ({exc.strerror or exc})"
+                ) from None
+            merged.update({k: v for k, v in values.items() if v is not None})
+        elif required:
+            problem = "is a directory, not a file" if dotenv.is_dir() else "no such file"
+            raise EnvFileMissing(f"--env-file {dotenv}", problem)
+    merged.update(os.environ)
+    return merged
+
+
 def load_settings(
     env: Mapping[str, str] | None = None,
     *,
@@ -144,39 +212,140 @@ def load_settings(
     need_master: bool = True,
     need_workers: bool = True,
 ) -> Settings:
-    """Build Settings from `env` (default: os.environ, with `.env` filling gaps)."""
-    if env is None:
-        merged: dict[str, str] = {}
-        if dotenv is not None and dotenv.is_file():
-            from dotenv import dotenv_values
+    """Build Settings from `env` (default: os.environ, with `.env` filling gaps).
 
-            merged.update({k: v for k, v in dotenv_values(dotenv).items() if v is not None})
-        merged.update(os.environ)
-        env = merged
+    Raises ConfigErrors holding every error found, each naming its setting."""
+    if env is None:
+        env = read_env(dotenv)
+    c = _Collector()
 
     master = env.get("MASTER_BOT_TOKEN", "").strip()
     if need_master:
-        master = _required(env, "MASTER_BOT_TOKEN", "the master bot's token from @BotFather")
-        if not _looks_like_token(master):
-            raise ConfigError("MASTER_BOT_TOKEN", "does not look like a bot token (123456:ABC...)")
+        master = c.get(lambda: _required(
+            env, "MASTER_BOT_TOKEN", "the master bot's token from @BotFather"), "")
+        if master and not _looks_like_token(master):
+            c.add("MASTER_BOT_TOKEN", "does not look like a bot token (123456:ABC...)")
 
     pool_raw = env.get("WORKER_TOKEN_POOL", "")
     pool = tuple(t.strip() for t in pool_raw.split(",") if t.strip())
     worker_token = env.get("WORKER_TOKEN", "").strip() or None
     if worker_token is not None and not _looks_like_token(worker_token):
-        raise ConfigError("WORKER_TOKEN", "does not look like a bot token (123456:ABC...)")
+        c.add("WORKER_TOKEN", "does not look like a bot token (123456:ABC...)")
     if need_workers and not pool and worker_token is None:
-        raise ConfigError("WORKER_TOKEN_POOL", "is not set (comma-separated worker bot tokens)")
+        c.add("WORKER_TOKEN_POOL", "is not set (comma-separated worker bot tokens)")
     for i, token in enumerate(pool):
         if not _looks_like_token(token):
-            raise ConfigError(
-                "WORKER_TOKEN_POOL", f"entry {i + 1} does not look like a bot token (123456:ABC...)"
-            )
+            c.add("WORKER_TOKEN_POOL",
+                  f"entry {i + 1} does not look like a bot token (123456:ABC...)")
     if len(set(pool)) != len(pool):
-        raise ConfigError("WORKER_TOKEN_POOL", "lists the same token twice")
+        c.add("WORKER_TOKEN_POOL", "lists the same token twice")
     if master and master in pool:
-        raise ConfigError("WORKER_TOKEN_POOL", "contains MASTER_BOT_TOKEN; each bot needs its own")
+        c.add("WORKER_TOKEN_POOL", "contains MASTER_BOT_TOKEN; each bot needs its own")
 
+    allowed = c.get(lambda: _allowed_users(env), frozenset())
+    api_key = c.get(lambda: _required(env, "ANTHROPIC_API_KEY", "your Anthropic API key"), "")
+
+    min_workers = c.get(lambda: _int(env, "MIN_WORKERS", 1, minimum=0), 1)
+    max_workers = c.get(lambda: _int(env, "MAX_WORKERS", 5, minimum=1), 5)
+    if min_workers > max_workers:
+        c.add("MIN_WORKERS", f"({min_workers}) exceeds MAX_WORKERS ({max_workers})")
+    elif need_workers and pool and min_workers > len(pool):
+        c.add("MIN_WORKERS", f"({min_workers}) exceeds the number of worker tokens in "
+                             f"WORKER_TOKEN_POOL ({len(pool)})")
+
+    database_url = env.get("DATABASE_URL", "").strip() or "sqlite:///fleetgram.sqlite3"
+    if not database_url.startswith(("sqlite:", "postgresql://", "postgres://")):
+        c.add("DATABASE_URL", "must start with sqlite:/// or postgresql:// (got another scheme)")
+
+    telegram_api_url = env.get("TELEGRAM_API_URL", "").strip() or "https://api.telegram.org"
+    if not telegram_api_url.startswith(("http://", "https://")):
+        c.add("TELEGRAM_API_URL", "must be an http(s) URL")
+
+    anthropic_base_url = env.get("ANTHROPIC_BASE_URL", "").strip() or None
+    if anthropic_base_url is not None and not anthropic_base_url.startswith(
+        ("http://", "https://")
+    ):
+        c.add("ANTHROPIC_BASE_URL", "must be an http(s) URL")
+
+    mode_raw = env.get("FLEETGRAM_MODE", "").strip().lower() or "single"
+    mode = Mode.SINGLE
+    try:
+        mode = Mode(mode_raw)
+    except ValueError:
+        c.add("FLEETGRAM_MODE", "must be 'single' or 'kubernetes'")
+
+    level = env.get("LOG_LEVEL", "INFO").strip().upper() or "INFO"
+    if level not in {"DEBUG", "INFO", "WARNING", "ERROR"}:
+        c.add("LOG_LEVEL", "must be DEBUG, INFO, WARNING or ERROR")
+        level = "INFO"
+
+    lease = c.get(lambda: _float(env, "WORKER_LEASE_SECONDS", 30.0, minimum=1.0), 30.0)
+    heartbeat = c.get(
+        lambda: _float(env, "HEARTBEAT_INTERVAL", min(5.0, lease / 3), minimum=0.05),
+        min(5.0, lease / 3),
+    )
+    if heartbeat >= lease:
+        c.add("HEARTBEAT_INTERVAL", "must be shorter than WORKER_LEASE_SECONDS")
+
+    claude_timeout = c.get(lambda: _float(env, "CLAUDE_TIMEOUT", 600.0, minimum=1.0), 600.0)
+    stall = c.get(lambda: _float(env, "CLAUDE_STALL_TIMEOUT", 60.0, minimum=1.0), 60.0)
+    compact_at = c.get(lambda: _float(env, "COMPACT_AT", 0.8, minimum=0.1,
+                                           what="a fraction such as 0.8"), 0.8)
+    if compact_at >= 1.0:
+        c.add("COMPACT_AT", f"must be a fraction of the context window below 1, got {compact_at}")
+
+    settings = dict(
+        claude_max_tokens=c.get(
+            lambda: _int(env, "CLAUDE_MAX_TOKENS", 4096, minimum=1, maximum=128000), 4096),
+        claude_timeout=claude_timeout,
+        claude_max_retries=c.get(
+            lambda: _int(env, "CLAUDE_MAX_RETRIES", 4, minimum=0, maximum=20), 4),
+        claude_stall_timeout=stall,
+        claude_context_window=c.get(
+            lambda: _int(env, "CLAUDE_CONTEXT_WINDOW", 200_000, minimum=1000), 200_000),
+        compact_at=compact_at,
+        scale_up_threshold=c.get(lambda: _int(env, "SCALE_UP_THRESHOLD", 3, minimum=0), 3),
+        scale_down_delay=c.get(lambda: _float(env, "SCALE_DOWN_DELAY", 60.0), 60.0),
+        max_attempts=c.get(lambda: _int(env, "MAX_ATTEMPTS", 3, minimum=1), 3),
+        poll_interval=c.get(lambda: _float(env, "POLL_INTERVAL", 0.5, minimum=0.01), 0.5),
+        stream_edit_interval=c.get(
+            lambda: _float(env, "STREAM_EDIT_INTERVAL", 1.0, minimum=0.05), 1.0),
+        max_pending_per_user=c.get(lambda: _int(env, "MAX_PENDING_PER_USER", 20, minimum=1), 20),
+        prompts_per_minute=c.get(lambda: _int(env, "PROMPTS_PER_MINUTE", 20, minimum=1), 20),
+        retention_days=c.get(lambda: _float(env, "RETENTION_DAYS", 30.0, minimum=0.01,
+                                              what="a number of days"), 30.0),
+        paste_merge_window=c.get(lambda: _float(env, "PASTE_MERGE_WINDOW", 1.5), 1.5),
+        stopped_worker_poll=c.get(
+            lambda: _float(env, "STOPPED_WORKER_POLL", 5.0, minimum=0.05), 5.0),
+        metrics_port=c.get(lambda: _int(env, "METRICS_PORT", 0, minimum=0, maximum=65535), 0),
+    )
+    if c.errors:
+        raise ConfigErrors(c.errors)
+
+    return Settings(
+        master_bot_token=master,
+        worker_token_pool=pool,
+        allowed_user_ids=allowed,
+        anthropic_api_key=api_key,
+        anthropic_base_url=anthropic_base_url,
+        claude_model=env.get("CLAUDE_MODEL", "").strip() or DEFAULT_MODEL,
+        claude_system_prompt=env.get("CLAUDE_SYSTEM_PROMPT", "").strip() or DEFAULT_SYSTEM_PROMPT,
+        min_workers=min_workers,
+        max_workers=max_workers,
+        worker_lease_seconds=lease,
+        heartbeat_interval=heartbeat,
+        database_url=database_url,
+        telegram_api_url=telegram_api_url,
+        mode=mode,
+        namespace=env.get("FLEETGRAM_NAMESPACE", "").strip() or "default",
+        log_level=level,
+        worker_token=worker_token,
+        pool_name=env.get("FLEETGRAM_POOL", "").strip() or "fleetgram",
+        **settings,  # type: ignore[arg-type]
+    )
+
+
+def _allowed_users(env: Mapping[str, str]) -> frozenset[int]:
     allowed_raw = env.get("ALLOWED_USER_IDS", "").strip()
     if not allowed_raw:
         raise ConfigError(
@@ -197,73 +366,23 @@ def load_settings(
         raise ConfigError(
             "ALLOWED_USER_IDS", "lists no user id; fleetgram serves nobody without one"
         )
+    return frozenset(allowed)
 
-    api_key = _required(env, "ANTHROPIC_API_KEY", "your Anthropic API key")
 
-    min_workers = _int(env, "MIN_WORKERS", 1, minimum=0)
-    max_workers = _int(env, "MAX_WORKERS", 5, minimum=1)
-    if min_workers > max_workers:
-        raise ConfigError("MIN_WORKERS", f"({min_workers}) exceeds MAX_WORKERS ({max_workers})")
+def safe_database_url(url: str) -> str:
+    """DATABASE_URL as it may be shown: without a password."""
+    from urllib.parse import urlsplit, urlunsplit
 
-    database_url = env.get("DATABASE_URL", "").strip() or "sqlite:///fleetgram.sqlite3"
-    if not database_url.startswith(("sqlite:", "postgresql://", "postgres://")):
-        raise ConfigError(
-            "DATABASE_URL", "must start with sqlite:/// or postgresql:// (got another scheme)"
-        )
-
-    telegram_api_url = env.get("TELEGRAM_API_URL", "").strip() or "https://api.telegram.org"
-    if not telegram_api_url.startswith(("http://", "https://")):
-        raise ConfigError("TELEGRAM_API_URL", "must be an http(s) URL")
-
-    mode_raw = env.get("FLEETGRAM_MODE", "").strip().lower() or "single"
     try:
-        mode = Mode(mode_raw)
+        parts = urlsplit(url)
     except ValueError:
-        raise ConfigError("FLEETGRAM_MODE", "must be 'single' or 'kubernetes'") from None
-
-    level = env.get("LOG_LEVEL", "INFO").strip().upper() or "INFO"
-    if level not in {"DEBUG", "INFO", "WARNING", "ERROR"}:
-        raise ConfigError("LOG_LEVEL", "must be DEBUG, INFO, WARNING or ERROR")
-
-    lease = _float(env, "WORKER_LEASE_SECONDS", 30.0, minimum=1.0)
-    heartbeat = _float(env, "HEARTBEAT_INTERVAL", min(5.0, lease / 3), minimum=0.05)
-    if heartbeat >= lease:
-        raise ConfigError("HEARTBEAT_INTERVAL", "must be shorter than WORKER_LEASE_SECONDS")
-
-    return Settings(
-        master_bot_token=master,
-        worker_token_pool=pool,
-        allowed_user_ids=frozenset(allowed),
-        anthropic_api_key=api_key,
-        anthropic_base_url=env.get("ANTHROPIC_BASE_URL", "").strip() or None,
-        claude_model=env.get("CLAUDE_MODEL", "").strip() or DEFAULT_MODEL,
-        claude_max_tokens=_int(env, "CLAUDE_MAX_TOKENS", 4096, minimum=1, maximum=128000),
-        claude_system_prompt=env.get("CLAUDE_SYSTEM_PROMPT", "").strip() or DEFAULT_SYSTEM_PROMPT,
-        claude_timeout=_float(env, "CLAUDE_TIMEOUT", 600.0, minimum=1.0),
-        claude_max_retries=_int(env, "CLAUDE_MAX_RETRIES", 4, minimum=0, maximum=20),
-        claude_stall_timeout=_float(env, "CLAUDE_STALL_TIMEOUT", 60.0, minimum=1.0),
-        claude_context_window=_int(env, "CLAUDE_CONTEXT_WINDOW", 200_000, minimum=1000),
-        compact_at=_float(env, "COMPACT_AT", 0.8, minimum=0.1),
-        min_workers=min_workers,
-        max_workers=max_workers,
-        scale_up_threshold=_int(env, "SCALE_UP_THRESHOLD", 3, minimum=0),
-        scale_down_delay=_float(env, "SCALE_DOWN_DELAY", 60.0),
-        max_attempts=_int(env, "MAX_ATTEMPTS", 3, minimum=1),
-        worker_lease_seconds=lease,
-        heartbeat_interval=heartbeat,
-        poll_interval=_float(env, "POLL_INTERVAL", 0.5, minimum=0.01),
-        stream_edit_interval=_float(env, "STREAM_EDIT_INTERVAL", 1.0, minimum=0.05),
-        max_pending_per_user=_int(env, "MAX_PENDING_PER_USER", 20, minimum=1),
-        prompts_per_minute=_int(env, "PROMPTS_PER_MINUTE", 20, minimum=1),
-        retention_days=_float(env, "RETENTION_DAYS", 30.0, minimum=0.01),
-        paste_merge_window=_float(env, "PASTE_MERGE_WINDOW", 1.5),
-        stopped_worker_poll=_float(env, "STOPPED_WORKER_POLL", 5.0, minimum=0.05),
-        database_url=database_url,
-        telegram_api_url=telegram_api_url,
-        mode=mode,
-        namespace=env.get("FLEETGRAM_NAMESPACE", "").strip() or "default",
-        metrics_port=_int(env, "METRICS_PORT", 0, minimum=0, maximum=65535),
-        log_level=level,
-        worker_token=worker_token,
-        pool_name=env.get("FLEETGRAM_POOL", "").strip() or "fleetgram",
-    )
+        return url.split("://", 1)[0] + "://..."
+    if parts.password is None:
+        return url
+    host = parts.hostname or ""
+    if ":" in host:
+        host = f"[{host}]"
+    netloc = f"{parts.username or ''}:***@{host}"
+    if parts.port is not None:
+        netloc += f":{parts.port}"
+    return urlunsplit(parts._replace(netloc=netloc))

@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
+from collections.abc import Awaitable
 
-from fleetgram.aio import wait_ended
+from fleetgram.aio import bounded, wait_ended
+from fleetgram.checks import TELEGRAM_TIMEOUT, StartupError, open_store_within, telegram_failure
 from fleetgram.claude.runner import ClaudeRunner, make_client
 from fleetgram.config import Mode, Settings
+from fleetgram.housekeeping import Housekeeper
 from fleetgram.master.bot import MasterBot
 from fleetgram.orchestrator import Orchestrator
 from fleetgram.runtime import ExternalRuntime, InProcessRuntime, WorkerRuntime
@@ -17,6 +19,35 @@ from fleetgram.store.base import Store
 from fleetgram.worker.bot import WorkerBot
 
 log = logging.getLogger(__name__)
+
+# Stopping takes at most STOP_BUDGET seconds in all (SIGTERM/Ctrl-C must end the process
+# within 5 s); each step also has its own bound so one stuck part cannot starve the rest.
+STOP_BUDGET = 4.0
+STEP_FLOOR = 0.3  # even past the budget, a step (closing the store) gets this long
+
+
+class _Budget:
+    def __init__(self, seconds: float) -> None:
+        self.end = asyncio.get_running_loop().time() + seconds
+
+    def allow(self, seconds: float) -> float:
+        left = self.end - asyncio.get_running_loop().time()
+        return max(STEP_FLOOR, min(seconds, left))
+
+
+async def start_bot(start: Awaitable[object], setting: str, settings: Settings,
+                    who: str = "") -> object:
+    """Start a bot (getMe first), bounded; what Telegram says becomes a StartupError."""
+    try:
+        return await asyncio.wait_for(start, TELEGRAM_TIMEOUT)
+    except StartupError:
+        raise
+    except Exception as exc:
+        from telegram.error import TelegramError
+
+        if isinstance(exc, TelegramError | OSError | TimeoutError):
+            raise telegram_failure(exc, setting, settings, who) from None
+        raise
 
 
 def make_store(settings: Settings) -> Store:
@@ -66,25 +97,44 @@ class Fleet:
                 owns_workers=not isinstance(self.runtime, ExternalRuntime),
             )
         self.master = MasterBot(settings, self.store, on_new_task=self.runtime.wake_all)
+        self.housekeeper = Housekeeper(settings, self.store)
         self._loop: asyncio.Task[None] | None = None
+        self._housekeeping: asyncio.Task[None] | None = None
 
     async def start(self) -> None:
-        await self.store.open()
-        if self.orchestrator is not None:
-            await self.orchestrator.boot()
-        await self.master.start()
-        if self.orchestrator is not None:
-            self._loop = asyncio.create_task(self.orchestrator.run(), name="orchestrator")
+        """Start everything, or fail within seconds with a StartupError naming the setting
+        (what was started is stopped again)."""
+        try:
+            # The SQL store first, so that its failure names DATABASE_URL; in Kubernetes mode
+            # the cluster store's open then only connects to the API server (SQL opens once).
+            await open_store_within(getattr(self.store, "inner", self.store),
+                                    self.settings.database_url)
+            await self.store.open()
+            if self.orchestrator is not None:
+                await self.orchestrator.boot()
+            await start_bot(self.master.start(), "MASTER_BOT_TOKEN", self.settings)
+            if self.orchestrator is not None:
+                self._loop = asyncio.create_task(self.orchestrator.run(), name="orchestrator")
+            self._housekeeping = asyncio.create_task(self.housekeeper.run(), name="housekeeping")
+        except BaseException:
+            await self.stop()
+            raise
 
     async def stop(self) -> None:
+        """Stop in dependency order, each step bounded: the orchestrator first (it must not
+        start workers meanwhile), then the workers (a task cut short still writes its
+        "interrupted" note and usage, so the store and Telegram must still be there), then
+        the master, and the store last."""
+        budget = _Budget(STOP_BUDGET)
         if self._loop is not None:
             self._loop.cancel()
-            await wait_ended([self._loop])
-        with contextlib.suppress(Exception):
-            await self.runtime.close()
-        with contextlib.suppress(Exception):
-            await self.master.stop()
-        await self.store.close()
+            await bounded("orchestrator", wait_ended([self._loop]), budget.allow(1.0))
+        if self._housekeeping is not None:
+            self._housekeeping.cancel()
+            await bounded("housekeeping", wait_ended([self._housekeeping]), budget.allow(0.5))
+        await bounded("workers", self.runtime.close(), budget.allow(3.0))
+        await bounded("master", self.master.stop(), budget.allow(1.0))
+        await bounded("store", self.store.close(), budget.allow(1.0))
 
 
 class MasterOnly(Fleet):
@@ -103,13 +153,29 @@ class WorkerOnly:
         self.bot = WorkerBot(slot, settings.token_for(slot), settings, self.store,
                              runner_factory(settings)())
 
+    @property
+    def _token_setting(self) -> str:
+        if self.settings.worker_token:
+            return "WORKER_TOKEN"
+        return f"WORKER_TOKEN_POOL (entry {self.settings.slot_names.index(self.bot.slot) + 1})"
+
     async def start(self) -> None:
-        await self.store.open()
-        await self.store.ensure_slots(self.settings.slot_names)
-        await self.store.update_slot(self.bot.slot, enabled=True)
-        if not await self.bot.start():
-            raise SystemExit(f"{self.bot.slot}: Telegram refused the token")
+        try:
+            await open_store_within(getattr(self.store, "inner", self.store),
+                                    self.settings.database_url)
+            await self.store.open()
+            await self.store.ensure_slots(self.settings.slot_names)
+            await self.store.update_slot(self.bot.slot, enabled=True)
+            started = await start_bot(self.bot.start(), self._token_setting, self.settings,
+                                      self.bot.slot)
+            if not started:
+                raise StartupError(self._token_setting, f"{self.bot.slot}: Telegram refused "
+                                                        "the token (getMe: Unauthorized)")
+        except BaseException:
+            await self.stop()
+            raise
 
     async def stop(self) -> None:
-        await self.bot.stop(drain=False)
-        await self.store.close()
+        budget = _Budget(STOP_BUDGET)
+        await bounded("worker", self.bot.stop(drain=False), budget.allow(3.0))
+        await bounded("store", self.store.close(), budget.allow(1.0))

@@ -6,6 +6,8 @@ import json
 import logging
 import re
 import sys
+import threading
+from types import TracebackType
 from typing import Any
 
 _SECRETS = [
@@ -29,7 +31,9 @@ def redact(text: str, extra_secrets: tuple[str, ...] = ()) -> str:
 class JsonFormatter(logging.Formatter):
     def __init__(self, secrets: tuple[str, ...] = ()) -> None:
         super().__init__()
-        self.secrets = secrets
+        # A secret is matched as written and as json.dumps escapes it inside a string.
+        escaped = (json.dumps(s, ensure_ascii=False)[1:-1] for s in secrets if s)
+        self.secrets = tuple(dict.fromkeys((*secrets, *escaped)))
 
     def format(self, record: logging.LogRecord) -> str:
         entry: dict[str, Any] = {
@@ -52,6 +56,30 @@ def configure(level: str = "INFO", secrets: tuple[str, ...] = ()) -> None:
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level)
+    # Python prints an uncaught exception's traceback straight to stderr, past the formatter;
+    # PTB's InvalidToken message holds the whole token. Route those through the logs too.
+    logging.captureWarnings(True)
+    sys.excepthook = _log_uncaught
+    threading.excepthook = _log_uncaught_in_thread
     # httpx logs every request URL, and Telegram URLs contain the bot token.
     for noisy in ("httpx", "httpx2", "httpcore", "telegram.ext.Updater", "aiosqlite"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
+
+
+def _log_uncaught(
+    kind: type[BaseException], error: BaseException, tb: TracebackType | None
+) -> None:
+    if issubclass(kind, KeyboardInterrupt):
+        sys.__excepthook__(kind, error, tb)
+        return
+    logging.getLogger("fleetgram").critical("uncaught exception", exc_info=(kind, error, tb))
+
+
+def _log_uncaught_in_thread(args: threading.ExceptHookArgs) -> None:
+    if args.exc_value is None or isinstance(args.exc_value, SystemExit):
+        return
+    logging.getLogger("fleetgram").error(
+        "uncaught exception in a thread",
+        exc_info=(args.exc_type, args.exc_value, args.exc_traceback),
+        extra={"thread": getattr(args.thread, "name", None)},
+    )

@@ -9,9 +9,14 @@ from dataclasses import dataclass
 from fleetgram.domain import PRIORITY_DEFAULT, PRIORITY_MAX, PRIORITY_MIN
 
 TITLE_MAX = 60
-PROMPT_MAX = 32000
+# A split paste is joined back into one prompt (fleetgram/intake.py): 50,000 characters is a
+# long paste but an ordinary prompt for Claude's context window.
+PROMPT_MAX = 100_000
+# Arguments longer than this are not echoed back (an answer must stay one short line).
+ECHO_MAX = 40
 
-_PRIORITY = re.compile(r"^!(\d+)$")
+# "!-1" and "!0" are priorities too (refused with the range), not text starting with "!".
+_PRIORITY = re.compile(r"^!([+-]?\d{1,12})$")
 _MENTION = re.compile(r"^@([A-Za-z0-9_]+)$")
 _TASK_ID = re.compile(r"^t-[a-z0-9]{5}$")
 
@@ -98,6 +103,14 @@ def parse_task_id(args: Sequence[str], command: str = "/cancel") -> str:
     if not args:
         raise ParseError(f"Usage: {command} <task id>, e.g. {command} t-7k2qf (see /queue).")
     task_id = args[0].strip().lower()
-    if not _TASK_ID.match(task_id):
-        raise ParseError(f"{args[0]!r} is not a task id; ids look like t-7k2qf (see /queue).")
+    if not _TASK_ID.fullmatch(task_id):
+        shown = repr(args[0]) if len(args[0]) <= ECHO_MAX else "That"
+        raise ParseError(f"{shown} is not a task id; ids look like t-7k2qf (see /queue).")
     return task_id
+
+
+def parse_cancel_data(data: str) -> str | None:
+    """The task id of a Cancel button's callback data ("cancel:t-7k2qf"), None if the data is
+    not one we made (buttons can be crafted: callback data is whatever a client sends)."""
+    task_id = data.removeprefix("cancel:")
+    return task_id if data.startswith("cancel:") and _TASK_ID.fullmatch(task_id) else None

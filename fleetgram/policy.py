@@ -6,7 +6,7 @@ Functions of a snapshot (tasks, slots, settings, now) returning decisions. Both 
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from enum import StrEnum
@@ -83,12 +83,29 @@ class ScalingSettings:
 
 @dataclass(frozen=True)
 class FleetView:
-    """What scaling looks at: each slot's derived state and the pending tasks."""
+    """What scaling looks at: each slot's derived state and the pending work, counted rather
+    than listed where a count is enough (the queue may hold thousands of tasks)."""
 
     states: dict[str, WorkerState]  # every slot of the token pool, in pool order
-    pending: Sequence[Task]
+    open_pending: int  # pending tasks any worker may take (not pinned to one)
+    pinned_pending: Sequence[Task]  # pending tasks pinned to one worker, in queue order
     quiet_since: datetime | None  # since when nothing has been pending; None while busy
     now: datetime
+    # Stopped slots someone wrote to (their messages wait at Telegram): started like the
+    # worker of a pinned task.
+    wanted: frozenset[str] = frozenset()
+
+    @property
+    def any_pending(self) -> bool:
+        return self.open_pending > 0 or bool(self.pinned_pending)
+
+
+def split_pending(pending: Iterable[Task]) -> tuple[int, list[Task]]:
+    """(how many are open to any worker, the pinned ones in queue order), for a caller that
+    already holds the pending tasks (the operator reads every BotTask anyway)."""
+    tasks = list(pending)
+    pinned = queue_order(t for t in tasks if t.pinned_worker is not None)
+    return len(tasks) - len(pinned), pinned
 
 
 _ACTIVE = (WorkerState.STARTING, WorkerState.IDLE, WorkerState.BUSY, WorkerState.OFFLINE)
@@ -109,22 +126,25 @@ def decide_scaling(view: FleetView, settings: ScalingSettings) -> ScaleDecision:
     stopped = [s for s, st in states.items() if st == WorkerState.STOPPED]
     usable = sum(1 for st in states.values() if st != WorkerState.ERROR)
     ceiling = min(settings.max_workers, usable)
-    pending = list(view.pending)
+    pinned = queue_order(view.pinned_pending)
 
-    # A pinned task's worker must run, whatever the queue length says.
-    for task in queue_order(pending):
-        pin = task.pinned_worker
-        if pin is None or states.get(pin) != WorkerState.STOPPED:
+    # A pinned task's worker must run, whatever the queue length says; so must a stopped
+    # worker someone wrote to (its chat is a way in, like @workerN).
+    needed = [(t.pinned_worker, f"task {t.id} is pinned to {t.pinned_worker}") for t in pinned]
+    needed += [(s, f"a message is waiting in {s}'s chat") for s in sorted(view.wanted,
+                                                                           key=slot_index)]
+    waited_for = {t.pinned_worker for t in pinned} | set(view.wanted)
+    for slot, why in needed:
+        if slot is None or states.get(slot) != WorkerState.STOPPED:
             continue
         if len(active) < settings.max_workers:
-            return ScaleDecision(ScaleAction.START, pin, f"task {task.id} is pinned to {pin}")
+            return ScaleDecision(ScaleAction.START, slot, why)
         # At the ceiling: make room by stopping an idle worker nobody is waiting for.
-        waited_for = {t.pinned_worker for t in pending}
         spare = [s for s in idle if s not in waited_for]
         if spare:
             victim = max(spare, key=slot_index)
             return ScaleDecision(
-                ScaleAction.STOP, victim, f"making room for {pin} (task {task.id} is pinned to it)"
+                ScaleAction.STOP, victim, f"making room for {slot} ({why})"
             )
 
     if len(active) < min(settings.min_workers, usable) and stopped:
@@ -133,10 +153,10 @@ def decide_scaling(view: FleetView, settings: ScalingSettings) -> ScaleDecision:
         )
 
     # Only tasks a new worker could take count: a task pinned to a busy worker waits for it.
-    open_tasks = [t for t in pending if t.pinned_worker is None]
+    open_tasks = view.open_pending
     starting = any(st == WorkerState.STARTING for st in states.values())
     if (
-        len(open_tasks) > settings.scale_up_threshold
+        open_tasks > settings.scale_up_threshold
         and not idle
         and not starting  # one at a time: a starting worker is about to be idle
         and len(active) < ceiling
@@ -145,7 +165,7 @@ def decide_scaling(view: FleetView, settings: ScalingSettings) -> ScaleDecision:
         return ScaleDecision(
             ScaleAction.START,
             stopped[0],
-            f"{len(open_tasks)} pending > threshold {settings.scale_up_threshold} "
+            f"{open_tasks} pending > threshold {settings.scale_up_threshold} "
             "and no idle worker",
         )
 
@@ -158,7 +178,7 @@ def decide_scaling(view: FleetView, settings: ScalingSettings) -> ScaleDecision:
 
     if (
         len(idle) > 2
-        and not pending
+        and not view.any_pending
         and view.quiet_since is not None
         and (view.now - view.quiet_since).total_seconds() >= settings.scale_down_delay
         and len(active) > settings.min_workers
@@ -184,3 +204,47 @@ def dead_workers(
         if beat is None or (now - beat).total_seconds() > lease_seconds:
             dead.append(slot.name)
     return dead
+
+
+OrphanKey = tuple[str, str, int]  # (task id, worker, attempt): one run of a task
+
+
+@dataclass(frozen=True)
+class Orphans:
+    tasks: list[Task]  # to requeue now
+    first_seen: dict[OrphanKey, datetime]  # every mismatch seen, for the next call
+
+
+def orphan_key(task: Task) -> OrphanKey:
+    return (task.id, task.worker or "", task.attempts)
+
+
+def orphaned_tasks(
+    slots: Iterable[WorkerSlot],
+    active_tasks: Iterable[Task],
+    first_seen: Mapping[OrphanKey, datetime],
+    now: datetime,
+    grace: float,
+) -> Orphans:
+    """The safety net that does not rely on heartbeats (a worker stuck on one task keeps
+    heartbeating): an assigned/running task whose worker's slot has not said, for `grace`
+    seconds, that it is running that very task is orphaned and goes back to the queue.
+
+    A worker says so (slot.current_task) right after it claims a task, so an `assigned` task
+    not yet on its slot is normal for a moment; `first_seen` (returned updated, kept by the
+    caller between calls) times each mismatch. The key holds the attempt, so a task requeued
+    and claimed again starts a fresh clock."""
+    on_slot = {s.name: s.current_task for s in slots}
+    seen: dict[OrphanKey, datetime] = {}
+    orphans: list[Task] = []
+    for task in active_tasks:
+        if not task.state.active or task.worker is None:
+            continue
+        if on_slot.get(task.worker) == task.id:
+            continue
+        key = orphan_key(task)
+        since = min(first_seen.get(key, now), now)
+        seen[key] = since
+        if (now - since).total_seconds() >= grace:
+            orphans.append(task)
+    return Orphans(orphans, seen)

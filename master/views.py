@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Collection, Sequence
+from dataclasses import dataclass
 from datetime import datetime
 from html import escape
 from typing import Any
 
-from fleetgram.domain import Event, Task, TaskState, WorkerSlot, WorkerState
+from fleetgram.domain import Event, Task, WorkerSlot, WorkerState
 
 HELP = """<b>fleetgram</b> — a fleet of Claude workers.
 
@@ -27,7 +28,13 @@ You can also write to a worker bot directly: it does the task there.
 /cancel &lt;id&gt; — cancel a task (pending: never runs; running: stops within 2 s)
 /help — this message
 
-In a worker's chat: /new starts a fresh conversation, /stop cancels what it is doing."""
+In a worker's chat: /new starts a fresh conversation, /stop cancels what it is doing.
+
+<b>Good to know</b>
+Edit a prompt while it waits and the task changes with it.
+A long paste that Telegram splits into several messages becomes one task.
+I answer in private chats only, and take text prompts (not files or voice notes yet).
+You see your own tasks; other users' work is only counted."""
 
 MASTER_COMMANDS = [
     ("queue", "Pending and running tasks"),
@@ -58,19 +65,81 @@ def ago(then: datetime | None, now: datetime) -> str:
     return f"{seconds // 3600}h{(seconds % 3600) // 60:02d}m"
 
 
-def receipt(task: Task, position: int | None, pending_total: int, note: str = "") -> str:
-    where = f"position {position} of {pending_total}" if position else "queued"
-    pin = f" · for {task.pinned_worker}" if task.pinned_worker else ""
-    text = f"🆕 <b>{task.id}</b> · priority {task.priority} · {where}{pin}\n{escape(task.title)}"
-    return text + (f"\n{note}" if note else "")
+# Telegram refuses a message longer than 4096 characters (after entity parsing); the HTML we
+# measure is longer than what Telegram counts, so staying under this keeps one message.
+MESSAGE_BUDGET = 4000
+QUEUE_LINES = 25  # at most this many of the viewer's tasks are listed (and loaded) by /queue
 
 
-def queue_view(tasks: Sequence[Task], now: datetime) -> str:
-    running = [t for t in tasks if t.state.active]
-    pending = [t for t in tasks if t.state == TaskState.PENDING]
-    if not running and not pending:
+def receipt_payload(
+    task: Task, note: str = "", *, joined: int = 1, cleaned: str = ""
+) -> dict[str, Any]:
+    """What a 'receipt' outbox event carries: enough to render it after a restart."""
+    payload: dict[str, Any] = {"title": task.title, "priority": task.priority}
+    if task.pinned_worker:
+        payload["pinned_worker"] = task.pinned_worker
+    if note:
+        payload["note"] = note
+    if joined > 1:
+        payload["joined"] = joined
+    if cleaned:
+        payload["cleaned"] = cleaned
+    return payload
+
+
+def receipt(
+    task_id: str, payload: dict[str, Any], position: int | None, pending_total: int
+) -> str:
+    where = f"position {position} of {max(pending_total, position)}" if position else "queued"
+    pinned = payload.get("pinned_worker")
+    pin = f" · for {escape(str(pinned))}" if pinned else ""
+    text = (
+        f"🆕 <b>{task_id}</b> · priority {payload.get('priority', '?')} · {where}{pin}\n"
+        f"{escape(str(payload.get('title', '')))}"
+    )
+    joined = int(payload.get("joined", 1))
+    if joined > 1:
+        text += f"\n📎 Joined {joined} messages of one paste into this task."
+    for key in ("cleaned", "note"):
+        if payload.get(key):
+            text += f"\n{escape(str(payload[key]))}"
+    return text
+
+
+@dataclass(frozen=True)
+class QueueCounts:
+    """Exact totals from count queries; `mine_*` are the viewer's own."""
+
+    running: int
+    pending: int
+    mine_running: int
+    mine_pending: int
+
+
+def _fit(head: str, lines: Sequence[str], tail: Callable[[int], str]) -> str:
+    """`head`, then as many `lines` as fit in one message, then `tail(left_out)`."""
+    out = [head]
+    size = len(head)
+    for i, line in enumerate(lines):
+        rest = tail(len(lines) - i - 1)
+        if size + 1 + len(line) + 1 + len(rest) > MESSAGE_BUDGET:
+            left = tail(len(lines) - i)
+            return "\n".join([*out, left] if left else out)
+        out.append(line)
+        size += 1 + len(line)
+    last = tail(0)
+    return "\n".join([*out, last] if last else out)
+
+
+def queue_view(
+    running: Sequence[Task], pending: Sequence[Task], counts: QueueCounts, now: datetime
+) -> str:
+    """The viewer's own running and pending tasks (at most QUEUE_LINES, loaded in queue order)
+    with exact totals; other users' work is only counted, never described."""
+    if counts.running == 0 and counts.pending == 0:
         return "The queue is empty."
-    lines = [f"<b>Queue</b>: {len(running)} running, {len(pending)} pending"]
+    head = f"<b>Queue</b>: {counts.running} running, {counts.pending} pending"
+    lines = []
     for t in running:
         lines.append(
             f"▶️ <code>{t.id}</code> p{t.priority} on {t.worker}"
@@ -84,12 +153,31 @@ def queue_view(tasks: Sequence[Task], now: datetime) -> str:
             f"{i}. <code>{t.id}</code> p{t.priority}{pin} · waiting {ago(t.created_at, now)}"
             f"{retry} — {escape(t.title)}"
         )
-    return "\n".join(lines)
+    unlisted = counts.mine_running + counts.mine_pending - len(running) - len(pending)
+    others_running = max(0, counts.running - counts.mine_running)
+    others_pending = max(0, counts.pending - counts.mine_pending)
+
+    def tail(left_out: int) -> str:
+        more = []
+        if unlisted + left_out > 0:
+            more.append(f"… and {unlisted + left_out} more of yours")
+        if others_running or others_pending:
+            more.append(
+                f"+{others_running} running and {others_pending} pending tasks of other users"
+            )
+        return "\n".join(more)
+
+    return _fit(head, lines, tail)
 
 
 def workers_view(
-    slots: Sequence[WorkerSlot], states: dict[str, WorkerState], now: datetime
+    slots: Sequence[WorkerSlot],
+    states: dict[str, WorkerState],
+    now: datetime,
+    viewer_tasks: Collection[str] = (),
 ) -> str:
+    """Every slot; a busy worker names its task only if it is one of `viewer_tasks` (the
+    viewer's own), otherwise it says "busy on another user's task"."""
     if not slots:
         return "No worker slots: set WORKER_TOKEN_POOL."
     running = sum(1 for s in states.values() if s not in (WorkerState.STOPPED, WorkerState.ERROR))
@@ -100,7 +188,11 @@ def workers_view(
         since = slot.heartbeat_at if state == WorkerState.OFFLINE else slot.state_since
         detail = f"{state.value} for {ago(since, now)}"
         if state == WorkerState.BUSY and slot.current_task:
-            detail = f"busy on <code>{slot.current_task}</code> for {ago(slot.state_since, now)}"
+            what = (
+                f"<code>{escape(slot.current_task)}</code>"
+                if slot.current_task in viewer_tasks else "another user's task"
+            )
+            detail = f"busy on {what} for {ago(slot.state_since, now)}"
         if state == WorkerState.ERROR and slot.error:
             detail = f"error: {escape(slot.error)}"
         if state == WorkerState.STOPPED:
@@ -142,11 +234,18 @@ def render_event(event: Event) -> str | None:
     if event.kind == "failed":
         return f"❌ <b>{tid}</b> failed: {escape(str(p.get('error', 'unknown error')))}\n{title}"
     if event.kind == "cancelled":
-        return f"⏹ <b>{tid}</b> cancelled. {title}"
+        if p.get("worker") is None:  # the store cancelled it while it was still pending
+            return f"⏹ <b>{tid}</b> cancelled before it started; it will not run.\n{title}"
+        return f"⏹ <b>{tid}</b> cancelled on {_who(p)}.\n{title}"
     if event.kind == "requeued":
         return (
             f"🔁 <b>{tid}</b> went back to the queue: {escape(str(p.get('reason', '')))} "
             f"(attempt {p.get('attempts', '?')} lost). {title}"
+        )
+    if event.kind == "blocked" and p.get("reason") == "unreachable":
+        return (
+            f"⚠️ {p.get('worker')}'s chat is unreachable (Telegram keeps failing). "
+            f"<b>{tid}</b> goes on; its answer will come here when done."
         )
     if event.kind == "blocked":
         username = p.get("username")

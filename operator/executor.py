@@ -45,6 +45,7 @@ from fleetgram.operator.reconcile import (
     Requeue,
     plan,
 )
+from fleetgram.operator.wakeup import PoolWakeup
 from fleetgram.policy import ScaleAction
 
 log = logging.getLogger(__name__)
@@ -90,8 +91,10 @@ class Reconciler:
         *,
         clock: Callable[[], datetime] = utcnow,
         notify: NotifyFn | None = None,
+        wakeup: PoolWakeup | None = None,
     ) -> None:
         self.api = api
+        self.wakeup = wakeup
         self.outbox: Outbox = outbox or NullOutbox()
         self.config = config or OperatorConfig()
         self.clock = clock
@@ -103,6 +106,8 @@ class Reconciler:
         close = getattr(self.outbox, "close", None)
         if close is not None:
             await close()
+        if self.wakeup is not None:
+            await self.wakeup.close()
 
     def memory(self, namespace: str, name: str) -> Memory:
         return self.memories.setdefault((namespace, name), Memory())
@@ -137,7 +142,15 @@ class Reconciler:
             metrics.observe_fleet(the_plan.states, the_plan.pending)
             if the_plan.last_scale:
                 metrics.SCALE_EVENTS.labels(str(the_plan.last_scale.get("action"))).inc()
-            return await self.execute(the_plan, snap.pool, memory)
+            out = await self.execute(the_plan, snap.pool, memory)
+            if self.wakeup is not None and self.wakeup.due(namespace, name):
+                # Under the pool's lock: no round starts a worker while its chat is peeked at.
+                try:
+                    memory.wanted = await self.wakeup.waiting(
+                        namespace, snap.pool, the_plan.states, snap.deployments)
+                except Exception:
+                    log.exception("checking stopped workers' chats failed")
+            return out
 
     # ----------------------------------------------------------------------------------------
     async def execute(self, the_plan: Plan, pool: Mapping[str, Any], memory: Memory) -> Outcome:
@@ -197,6 +210,8 @@ class Reconciler:
         except KubeError as exc:
             self._note(out, "pool status", exc)
         memory.quiet_since = the_plan.quiet_since
+        memory.orphans_seen = the_plan.orphans_seen
+        memory.wanted -= {c.slot for c in the_plan.creates}  # started: no longer waiting
         if the_plan.last_scale is not None:
             memory.last_scale = the_plan.last_scale
         if the_plan.decision.action != ScaleAction.NONE and (out.created or out.deleted):

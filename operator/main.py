@@ -21,6 +21,8 @@ from fleetgram.operator.handlers import post_notice, register
 from fleetgram.operator.kubeapi import KubeApi, KubernetesApi
 from fleetgram.operator.outbox import NullOutbox, Outbox, StoreOutbox
 from fleetgram.operator.reconcile import OperatorConfig
+from fleetgram.operator.wakeup import PoolWakeup
+from fleetgram.wakeup import BotPeeker
 
 log = logging.getLogger(__name__)
 
@@ -40,10 +42,11 @@ def build_registry(
     *,
     outbox: Outbox | None = None,
     config: OperatorConfig | None = None,
+    wakeup: PoolWakeup | None = None,
 ) -> tuple[kopf.OperatorRegistry, Reconciler]:
     """A registry holding the operator's handlers, and the Reconciler they call."""
     registry = kopf.OperatorRegistry()
-    reconciler = Reconciler(api, outbox, config, notify=post_notice)
+    reconciler = Reconciler(api, outbox, config, notify=post_notice, wakeup=wakeup)
     register(registry, reconciler)
     return registry, reconciler
 
@@ -55,7 +58,11 @@ def run_operator(settings: Settings) -> int:
         KubernetesApi.load_config()
     except Exception as exc:  # kopf's own login reports it properly
         log.warning("no Kubernetes configuration found yet: %s", exc)
-    registry, _ = build_registry(api, outbox=outbox_for(settings), config=config)
+    # A message in a stopped worker's chat starts it (see fleetgram.operator.wakeup).
+    wakeup = PoolWakeup(api, BotPeeker(settings.telegram_base_url, settings.telegram_file_url),
+                        settings.allowed_user_ids, settings.stopped_worker_poll)
+    registry, _ = build_registry(api, outbox=outbox_for(settings), config=config,
+                                 wakeup=wakeup)
     # kopf reports every timer run ("Timer 'reconcile' succeeded.") at INFO: one line per pool
     # per second. Its warnings and errors stay; the rounds that change something log their own.
     logging.getLogger("kopf.objects").setLevel(max(logging.WARNING,

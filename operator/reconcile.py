@@ -16,8 +16,15 @@
   than crashed (Kubernetes restarts a crashed container by itself, not a hung one), and a fresh
   Deployment gives the slot a new started-at, so it shows `starting` until the new process
   reports ready. An enabled worker that is simply offline (no tasks) is restarted the same way.
+- orphans (`orphaned_tasks`, the safety net that does not rely on heartbeats: a worker stuck
+  around one task keeps renewing its Lease): an Assigned/Running task whose worker's Lease has
+  not named it (ANNOTATION_CURRENT_TASK, written by the worker as it takes a task) for
+  spec.leaseSeconds goes back to Pending the same way, without a restart. `Memory.orphans_seen`
+  times each mismatch between rounds.
 - scaling: one `decide_scaling` decision per round; start = create the Deployment, stop =
   delete an idle one (guarded by its resourceVersion, so it cannot race an assignment).
+  `Memory.wanted` holds the stopped slots someone wrote to (see `operator/wakeup.py`): they
+  start like the worker of a pinned task.
 - assignment: `plan_assignments` over idle workers. Each assignment is executed as (1) reserve
   the worker: write ANNOTATION_RESERVED_TASK/AT on its Deployment with the Deployment's
   resourceVersion, (2) write the task's status (phase Assigned, worker, assignedAt, attempts + 1)
@@ -50,6 +57,7 @@ from fleetgram.domain import (
     slot_name,
 )
 from fleetgram.kube.objects import (
+    ANNOTATION_CURRENT_TASK,
     ANNOTATION_RESERVED_AT,
     ANNOTATION_RESERVED_TASK,
     ANNOTATION_STARTED_AT,
@@ -72,13 +80,16 @@ from fleetgram.kube.objects import (
 from fleetgram.operator.manifests import deployment_manifest, token_secret, updated_deployment
 from fleetgram.policy import (
     FleetView,
+    OrphanKey,
     ScaleAction,
     ScaleDecision,
     ScalingSettings,
     dead_workers,
     decide_scaling,
+    orphaned_tasks,
     plan_assignments,
     quiet_since,
+    split_pending,
     worker_state,
 )
 
@@ -118,6 +129,10 @@ class Memory:
     # The last scaling action of this process: kept until the pool's status shows it (a guarded
     # status write may lose to another replica's, and the action must still be reported).
     last_scale: dict[str, Any] | None = None
+    # Since when each Assigned/Running task has been missing from its worker's Lease.
+    orphans_seen: dict[OrphanKey, datetime] = field(default_factory=dict)
+    # Stopped slots with an allowed user's message waiting at Telegram (the wake-up watcher's).
+    wanted: set[str] = field(default_factory=set)
 
     def secret_error(self, slot: str, now: datetime, retry: float) -> str | None:
         entry = self.secret_errors.get(slot)
@@ -245,6 +260,7 @@ class Plan:
     status: JsonDict = field(default_factory=dict)
     pool_version: str = ""  # the pool's resourceVersion the status was computed from
     last_scale: JsonDict | None = None  # a scaling action of this very round, if any
+    orphans_seen: dict[OrphanKey, datetime] = field(default_factory=dict)  # for Memory
 
     def status_patch(self) -> JsonDict:
         """Guarded: a status computed from an older pool (another replica wrote since) is
@@ -380,13 +396,13 @@ REQUEUE_REASON = "worker died"  # failed: "worker died; gave up after N attempts
 
 
 def requeue_for(record: TaskRecord, worker: str, username: str | None, max_attempts: int,
-                now: datetime) -> Requeue:
-    """What becomes of an Assigned/Running task whose worker's Lease expired: the shared rule
-    (`objects.requeue_of`, as the workers' store requeues), announced with the worker's
-    payload fields (title, username, usage) besides the rule's own."""
+                now: datetime, reason: str = REQUEUE_REASON) -> Requeue:
+    """What becomes of an Assigned/Running task whose worker's Lease expired (or that its
+    worker no longer runs): the shared rule (`objects.requeue_of`, as the workers' store
+    requeues), announced with the worker's payload fields (title, username, usage) besides
+    the rule's own."""
     task = record.task
-    rule = requeue_of(task, now, max_attempts=max_attempts, reason=REQUEUE_REASON,
-                      worker=worker)
+    rule = requeue_of(task, now, max_attempts=max_attempts, reason=reason, worker=worker)
     kind, extra = rule.event
     event = Event(kind, task.id, task.chat_id, {**_payload(task, worker, username), **extra})
     status = {**(record.obj.get("status") or {}), **rule.status}
@@ -405,6 +421,7 @@ class _Slot:
     facts: WorkerSlot
     state: WorkerState
     error: str | None = None
+    reported_task: str | None = None  # what the worker itself last wrote on its Lease
 
 
 def _deployments_by_slot(
@@ -421,6 +438,11 @@ def _deployments_by_slot(
             continue
         found[slot] = dep
     return found
+
+
+def _reported_task(lease: Mapping[str, Any] | None) -> str | None:
+    """The task the worker says it runs (its Lease's annotation), nothing added."""
+    return _annotations(lease).get(ANNOTATION_CURRENT_TASK) or None
 
 
 def _slot_facts(
@@ -508,7 +530,8 @@ def plan(
                 and (now - facts.started_at).total_seconds() > config.start_timeout):
             state = WorkerState.ERROR
             error = f"not ready {config.start_timeout:g}s after it was started"
-        slots[name] = _Slot(name, index, live, terminating, lease, facts, state, error)
+        slots[name] = _Slot(name, index, live, terminating, lease, facts, state, error,
+                            _reported_task(lease))
 
     orphans = [dep for slot, dep in sorted(deps.items()) if slot not in slots]
     return _Builder(spec, pool, now, slots, records, memory, orphans,
@@ -560,6 +583,7 @@ class _Builder:
     def build(self, held: dict[str, str]) -> Plan:
         spec, now = self.spec, self.now
         self.expire_leases()
+        orphans_seen = self.requeue_orphans()
         self.restart_offline()
         states = {name: s.state for name, s in self.slots.items()}
 
@@ -579,7 +603,10 @@ class _Builder:
             stopped_at = _time(last.get("at")) if last and last.get("action") == "stop" else None
             if stopped_at is not None and stopped_at > quiet:
                 quiet = min(stopped_at, now)
-        decision = decide_scaling(FleetView(states, pending_tasks, quiet, now), spec.scaling)
+        open_count, pinned = split_pending(pending_tasks)
+        wanted = frozenset(self.memory.wanted)
+        decision = decide_scaling(FleetView(states, open_count, pinned, quiet, now, wanted),
+                                  spec.scaling)
         self.apply_scaling(decision)
         if decision.action == ScaleAction.STOP and decision.slot is not None:
             quiet = now  # each stop needs a quiet period of its own
@@ -598,7 +625,7 @@ class _Builder:
             creates=self.creates, replaces=self.replaces, assignments=self.assignments,
             relabels=self.relabels, gc=self.gc, notices=self.notices, status=status,
             pool_version=str(_meta(self.pool).get("resourceVersion", "")),
-            last_scale=self.new_last_scale,
+            last_scale=self.new_last_scale, orphans_seen=orphans_seen,
         )
 
     def expire_leases(self) -> None:
@@ -624,6 +651,33 @@ class _Builder:
             if slot is not None:
                 slot.facts = replace(slot.facts, current_task=None)
                 self.restart(slot, f"{worker} stopped responding (its Lease expired)")
+
+    def requeue_orphans(self) -> dict[OrphanKey, datetime]:
+        """Active tasks (of workers not found dead this round) that their worker's own Lease
+        has not named for spec.leaseSeconds go back to the queue; the worker lives on."""
+        spec = self.spec
+        active = [r for r in self.records
+                  if r.task.state.active and r.name not in self.touched_tasks]
+        reported = [replace(s.facts, current_task=s.reported_task)
+                    for s in self.slots.values()]
+        for name in sorted({r.task.worker for r in active if r.task.worker} - set(self.slots)):
+            lease = self.leases.get(lease_name(spec.name, name))
+            reported.append(WorkerSlot(name=name, current_task=_reported_task(lease)))
+        found = orphaned_tasks(reported, [r.task for r in active], self.memory.orphans_seen,
+                               self.now, spec.lease_seconds)
+        by_name = {r.name: r for r in active}
+        for task in found.tasks:
+            assert task.worker is not None
+            slot = self.slots.get(task.worker)
+            username = slot.facts.username if slot else None
+            self.requeues.append(requeue_for(
+                by_name[task.id], task.worker, username, spec.max_attempts, self.now,
+                reason=f"{task.worker} stopped working on it"))
+            self.touched_tasks.add(task.id)
+            self.notices.append(Notice(
+                "TaskRequeued", f"{task.id}: {task.worker} no longer reports running it",
+                warning=True))
+        return found.first_seen
 
     def restart_offline(self) -> None:
         for slot in self.slots.values():

@@ -123,6 +123,8 @@ def bad_task(**spec: object) -> dict:
     ({'pinnedWorker': 'bob'}, 'spec.pinnedWorker', 'should match'),
     ({'source': 'cron'}, 'spec.source', 'supported values: "master", "direct"'),
     ({'cancel': 'yes'}, 'spec.cancel', 'must be of type boolean'),
+    ({'messageId': '42'}, 'spec.messageId', 'must be of type integer'),
+    ({'messageId': 0}, 'spec.messageId', 'should be greater than or equal to 1'),
 ])
 def test_bad_bottasks_are_refused_naming_the_field(emu, change, field, words):
     error = refused(emu, bad_task(**change))
@@ -135,6 +137,13 @@ def test_pinned_worker_accepts_slot_names(emu):
         task = bad_task(pinnedWorker=slot)
         task['metadata']['name'] = f't-pin{i}'
         assert emu.create(task)['spec']['pinnedWorker'] == slot
+
+
+def test_message_id_is_optional_and_kept(emu):
+    assert 'messageId' not in emu.create(bad_task(messageId=None))['spec']
+    task = bad_task(messageId=12345)
+    task['metadata']['name'] = 't-msg01'
+    assert emu.create(task)['spec']['messageId'] == 12345  # declared: not pruned
 
 
 def bad_pool(**spec: object) -> dict:

@@ -1,7 +1,9 @@
 """A worker bot: one token slot, its own Telegram chat and its own Claude conversation per user.
 
 It claims tasks from the queue (or is handed them on Kubernetes: the queue seam hides which),
-streams Claude's answer into its chat, and records the outcome before it announces it.
+streams Claude's answer into its chat, and records the outcome before it announces it. The
+run of one task is `fleetgram.worker.run.TaskRun` (its decisions: `fleetgram.worker.steps`);
+this module holds the bot's lifecycle, its loops and its chat handlers.
 """
 
 from __future__ import annotations
@@ -9,23 +11,36 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import time
 from collections.abc import Callable
 from datetime import datetime
 
-from telegram import Update
-from telegram.error import InvalidToken
-from telegram.ext import Application, CommandHandler, ContextTypes, MessageHandler, filters
+from telegram import ReplyParameters, Update
+from telegram.error import BadRequest, Forbidden, InvalidToken, TelegramError
+from telegram.ext import (
+    Application,
+    CommandHandler,
+    ContextTypes,
+    MessageHandler,
+    TypeHandler,
+    filters,
+)
 
-from fleetgram import metrics
-from fleetgram.aio import being_cancelled, wait_ended
-from fleetgram.claude.runner import ClaudeRunner, UsageMeter, describe_error
+from fleetgram.aio import wait_ended
+from fleetgram.claude.deadline import CallLimits
+from fleetgram.claude.runner import ClaudeRunner
 from fleetgram.config import Settings
 from fleetgram.domain import Task, TaskSource, TaskState, event_payload, new_task_id, utcnow
+from fleetgram.intake import clean_text
 from fleetgram.parsing import PROMPT_MAX, make_title
 from fleetgram.store.base import CancelOutcome, Store
 from fleetgram.telegram.app import build_application, install_allowlist, start_polling, stop_polling
-from fleetgram.telegram.streaming import ChatUnavailable, StreamingReply
+from fleetgram.worker.run import TaskRun, format_footer
+from fleetgram.worker.steps import (
+    GROUP_REFUSAL,
+    NOT_TEXT,
+    direct_refusal,
+    interrupted_note,
+)
 
 log = logging.getLogger(__name__)
 
@@ -35,15 +50,10 @@ WORKER_COMMANDS = [
     ("help", "What I do and how to use me"),
 ]
 
-CANCEL_POLL_SECONDS = 0.25
+# How long a store write of the task path is retried before its step gives up.
+STORE_RETRY_SECONDS = 20.0
 
-
-def format_footer(task: Task, seconds: float) -> str:
-    u = task.usage
-    return (
-        f"✅ {task.id} done in {seconds:.1f}s · {u.total_tokens:,} tokens"
-        f" ({u.cache_read_tokens:,} cached) · ${u.cost_usd:.4f}"
-    )
+__all__ = ["WorkerBot", "format_footer"]
 
 
 class WorkerBot:
@@ -70,11 +80,30 @@ class WorkerBot:
         self._stopping = asyncio.Event()
         self._wake = asyncio.Event()
         self._slot_lock = asyncio.Lock()
+        self.store_retry_seconds = STORE_RETRY_SECONDS
+        # Tokens the last call of each conversation carried (prompt and answer): compaction.
+        self.context_tokens: dict[int, int] = {}
+        self._floors: dict[int, int] = {}  # chat id -> newest message id known there
+        if runner.limits == CallLimits():  # a runner built without limits gets the settings'
+            runner.limits = CallLimits(
+                wall=settings.claude_timeout, stall=settings.claude_stall_timeout
+            )
         install_allowlist(self.app, settings.allowed_user_ids)
+        new_messages = filters.UpdateType.MESSAGE
+        # One handler per update in group 0, the first that matches: refusals come first.
+        self.app.add_handler(MessageHandler(~filters.ChatType.PRIVATE, self._on_group))
         self.app.add_handler(CommandHandler(["start", "help"], self._on_help))
         self.app.add_handler(CommandHandler("new", self._on_new))
         self.app.add_handler(CommandHandler("stop", self._on_stop))
-        self.app.add_handler(MessageHandler(filters.TEXT & ~filters.COMMAND, self._on_text))
+        self.app.add_handler(
+            MessageHandler(new_messages & filters.TEXT & ~filters.COMMAND, self._on_text)
+        )
+        self.app.add_handler(
+            MessageHandler(filters.UpdateType.EDITED_MESSAGE & filters.TEXT, self._on_edit)
+        )
+        self.app.add_handler(MessageHandler(new_messages & ~filters.TEXT, self._on_not_text))
+        # Every message the user sends is a floor for the lost-copy probe (see known_floor).
+        self.app.add_handler(TypeHandler(Update, self._note_incoming), group=1)
 
     # --- lifecycle -----------------------------------------------------------------------
     async def start(self) -> bool:
@@ -91,6 +120,7 @@ class WorkerBot:
                 await self.app.shutdown()
             return False
         self.username = self.app.bot.username
+        await self._mark_leftover_replies()
         now = self.clock()
         # Tasks this slot held when it last died go back to the queue (attempts counted).
         await self.store.requeue_worker_tasks(
@@ -112,8 +142,12 @@ class WorkerBot:
         running in the store and is requeued, attempt counted, when a worker restarts)."""
         self._stopping.set()
         self._wake.set()
-        if self._running_task is not None and not drain:
-            self._running_task.cancel()
+        running = self._running_task
+        if running is not None and not drain:
+            # The run leaves the "interrupted" note (bounded by NOTE_TIMEOUT) before it ends;
+            # the work loop is cancelled only after, so nothing cancels the note itself.
+            running.cancel()
+            await wait_ended([running])
         work = [loop for loop in self._loops if loop.get_name().endswith("-work")]
         if drain:
             await wait_ended(work)
@@ -160,96 +194,10 @@ class WorkerBot:
 
     # --- running a task ------------------------------------------------------------------
     async def _execute(self, task: Task) -> None:
-        store, slot = self.store, self.slot
-        now = self.clock()
-        # Busy before running: /workers must never show idle while a task is running here.
-        await self._set_slot(task.id, state_since=now, heartbeat_at=now)
-        running = await store.mark_running(task.id, slot, now)
-        if running is None:
-            await store.finish_task(
-                task.id, slot, TaskState.CANCELLED, now,
-                event=("cancelled", self._payload(task, by="user")),
-            )
-            await self._set_slot(None, state_since=self.clock())
-            return
-        task = running
-        if task.source == TaskSource.MASTER:
-            await store.add_event(
-                "started", self._payload(task), task_id=task.id, chat_id=task.chat_id
-            )
-        started = time.monotonic()
-        reply = StreamingReply(
-            self.app.bot, task.user_id, header=f"{task.id} · {task.title}",
-            min_interval=self.settings.stream_edit_interval,
-        )
-        blocked = False
-        try:
-            await reply.start()
-        except ChatUnavailable:
-            blocked = True
-            await store.add_event(
-                "blocked", self._payload(task), task_id=task.id, chat_id=task.chat_id
-            )
-        meter = UsageMeter(task.id, slot)
-        cancelled_by_user = asyncio.Event()
-        try:
-            conversation = await store.active_conversation(slot, task.user_id)
-            history = await store.load_turns(conversation)
-            on_text = (lambda _delta: None) if blocked else reply.append
-            claude = asyncio.create_task(
-                self.runner.run(history, task.prompt, on_text=on_text, meter=meter)
-            )
-            watcher = asyncio.create_task(self._watch_cancel(task.id, claude, cancelled_by_user))
-            try:
-                outcome = await claude
-            finally:
-                watcher.cancel()
-        except asyncio.CancelledError:
-            await self._record_usage(meter)
-            if not cancelled_by_user.is_set() or being_cancelled():
-                # Shutting down: the task stays running in the store and is requeued (attempt
-                # counted) when the worker starts again; say so and stop the flusher.
-                if not blocked:
-                    with contextlib.suppress(Exception):
-                        await asyncio.wait_for(reply.abort(
-                            f"⏸ {task.id} interrupted: the worker stopped. "
-                            "It runs again when the fleet is back."), 2)
-                raise
-            await store.finish_task(
-                task.id, slot, TaskState.CANCELLED, self.clock(),
-                event=("cancelled", self._payload(task, by="user")),
-            )
-            metrics.TASKS.labels("cancelled").inc()
-            if not blocked:
-                await self._safely(reply.abort(f"⏹ {task.id} cancelled."))
-        except Exception as exc:
-            await self._record_usage(meter)
-            reason = describe_error(exc)
-            log.warning("task failed", extra={"worker": slot, "task": task.id, "reason": reason})
-            await store.finish_task(
-                task.id, slot, TaskState.FAILED, self.clock(), error=reason,
-                event=("failed", self._payload(task, error=reason)),
-            )
-            metrics.TASKS.labels("failed").inc()
-            if not blocked:
-                await self._safely(reply.abort(f"❌ {task.id} failed: {reason}"))
-        else:
-            await self._record_usage(meter)
-            await store.append_turns(conversation, outcome.turns, task.id)
-            seconds = time.monotonic() - started
-            done = task.with_(usage=meter.total)
-            finished = await store.finish_task(
-                task.id, slot, TaskState.COMPLETED, self.clock(), result=outcome.text,
-                event=("completed", self._payload(
-                    done, seconds=round(seconds, 2), result=outcome.text if blocked else None,
-                )),
-            )
-            metrics.TASKS.labels("completed").inc()
-            if finished is not None and not blocked:
-                await self._safely(reply.finish(format_footer(done, seconds)))
-        finally:
-            metrics.TASK_DURATION.observe(time.monotonic() - started)
-            await self._set_slot(None, state_since=self.clock())
+        """Run one claimed task to its end (see fleetgram.worker.run for the steps)."""
+        ending = await TaskRun(self, task).execute()
+        log.info("task ended", extra={"worker": self.slot, "task": task.id,
+                                      "phase": ending.phase.value})
 
     _UNCHANGED = object()
 
@@ -260,37 +208,59 @@ class WorkerBot:
                 self.current_task = current_task  # type: ignore[assignment]
             await self.store.update_slot(self.slot, current_task=self.current_task, **fields)
 
-    async def _watch_cancel(
-        self, task_id: str, claude: asyncio.Task[object], flag: asyncio.Event
-    ) -> None:
-        while not claude.done():
-            await asyncio.sleep(CANCEL_POLL_SECONDS)
-            current = await self.store.get_task(task_id)
-            if current is None or current.cancel_requested:
-                flag.set()
-                claude.cancel()
-                return
-
-    async def _record_usage(self, meter: UsageMeter) -> None:
-        for call in meter.calls:
-            await self.store.record_api_call(call)
-            u = call.usage
-            for kind, count in (("input", u.input_tokens), ("output", u.output_tokens),
-                                ("cache_read", u.cache_read_tokens),
-                                ("cache_write", u.cache_write_tokens)):
-                metrics.CLAUDE_TOKENS.labels(kind).inc(count)
-            metrics.CLAUDE_COST.inc(u.cost_usd)
-
-    async def _safely(self, coro: object) -> None:
-        try:
-            await coro  # type: ignore[misc]
-        except ChatUnavailable:
-            pass
-        except Exception:
-            log.exception("could not update the worker chat", extra={"worker": self.slot})
-
-    def _payload(self, task: Task, **extra: object) -> dict[str, object]:
+    def payload(self, task: Task, **extra: object) -> dict[str, object]:
         return event_payload(task, self.slot, self.username, **extra)
+
+    # --- the worker chats ------------------------------------------------------------------
+    def note_message(self, chat_id: int, message_id: int | None) -> None:
+        """A message known to be in `chat_id` (the user's, or one of ours already tracked)."""
+        if message_id is not None:
+            self._floors[chat_id] = max(self._floors.get(chat_id, 0), message_id)
+
+    def known_floor(self, task: Task) -> int | None:
+        """The newest message id known in the task's worker chat: a lost-copy probe never
+        looks at or below it (see StreamingReply)."""
+        floor = self._floors.get(task.user_id)
+        if task.source == TaskSource.DIRECT and task.message_id is not None:
+            floor = max(floor or 0, task.message_id)
+        return floor
+
+    async def say(self, chat_id: int, text: str, *, reply_to: int | None = None) -> bool:
+        """A one-line message in a worker chat, best effort (the rate limiter waits out 429s;
+        a network error is tried twice more). False if it could not be sent."""
+        for attempt in range(3):
+            try:
+                message = await self.app.bot.send_message(
+                    chat_id, text, reply_parameters=None if reply_to is None else ReplyParameters(
+                        reply_to, allow_sending_without_reply=True),
+                )
+            except (Forbidden, BadRequest) as error:
+                log.info("could not write to a worker chat", extra={
+                    "worker": self.slot, "error": repr(error)})
+                return False
+            except TelegramError as error:
+                log.warning("could not write to a worker chat", extra={
+                    "worker": self.slot, "error": repr(error), "attempt": attempt + 1})
+                await asyncio.sleep(0.5 * 2 ** attempt)
+                continue
+            self.note_message(chat_id, message.message_id)
+            return True
+        return False
+
+    async def _mark_leftover_replies(self) -> None:
+        """Replies this worker never finished because it died (kill -9): each gets the
+        interrupted note, as a reply to it, and is forgotten."""
+        try:
+            leftovers = await self.store.leftover_replies(self.slot)
+        except Exception:
+            log.exception("could not read leftover replies", extra={"worker": self.slot})
+            return
+        for task_id, chat_id, message_id in leftovers:
+            await self.say(chat_id, interrupted_note(task_id), reply_to=message_id)
+            try:
+                await self.store.forget_replies(self.slot, task_id)
+            except Exception:
+                log.exception("could not forget a leftover reply", extra={"worker": self.slot})
 
     # --- chat handlers -------------------------------------------------------------------
     async def _on_help(self, update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
@@ -325,21 +295,71 @@ class WorkerBot:
         else:
             await update.effective_message.reply_text(f"{task_id} has already finished.")
 
+    async def _note_incoming(self, update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
+        message = update.message
+        if message is not None:
+            self.note_message(message.chat_id, message.message_id)
+
+    async def _on_group(self, update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
+        message = update.effective_message
+        if message is not None:
+            await message.reply_text(GROUP_REFUSAL)
+
+    async def _on_not_text(self, update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
+        message = update.effective_message
+        if message is not None:
+            self.note_message(message.chat_id, message.message_id)
+            await message.reply_text(NOT_TEXT)
+
+    async def _on_edit(self, update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
+        message = update.effective_message
+        if message is None or message.text is None:
+            return
+        task = await self.store.find_task_by_message(message.chat_id, message.message_id)
+        if task is None:
+            return
+        prompt = clean_text(message.text.strip()).text
+        if task.state == TaskState.PENDING and prompt and len(prompt) <= PROMPT_MAX:
+            updated = await self.store.update_pending_prompt(task.id, prompt, make_title(prompt))
+            if updated is not None:
+                await message.reply_text(f"✏️ {task.id} updated: it runs with your edit.")
+                return
+        if not task.state.finished:
+            await message.reply_text(f"Edits are not applied to a running task ({task.id}).")
+
     async def _on_text(self, update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
-        message, user = update.effective_message, update.effective_user
-        assert message is not None and user is not None and message.text is not None
-        prompt = message.text.strip()
+        message, user, chat = update.effective_message, update.effective_user, update.effective_chat
+        assert message is not None and user is not None
+        refusal = direct_refusal(chat.type if chat else None, message.text is not None)
+        if refusal is not None:
+            await message.reply_text(refusal)
+            return
+        assert message.text is not None
+        self.note_message(message.chat_id, message.message_id)
+        cleaned = clean_text(message.text.strip())
+        prompt = cleaned.text
+        if not prompt:
+            return
         if len(prompt) > PROMPT_MAX:
             await message.reply_text(
                 f"That prompt is {len(prompt)} characters; the limit is {PROMPT_MAX}."
             )
             return
+        pending = await self.store.count_tasks([TaskState.PENDING], user_id=user.id)
+        if pending >= self.settings.max_pending_per_user:
+            await message.reply_text(
+                f"You have {pending} tasks waiting (the limit is "
+                f"{self.settings.max_pending_per_user}); this one was not queued."
+            )
+            return
         task = Task(
             id=new_task_id(), user_id=user.id, chat_id=message.chat_id, prompt=prompt,
             title=make_title(prompt), source=TaskSource.DIRECT, pinned_worker=self.slot,
-            created_at=self.clock(),
+            created_at=self.clock(), message_id=message.message_id,
         )
         task = await self.store.create_task(task)
+        if cleaned.note:
+            await message.reply_text(cleaned.note)
         if self.current_task is not None:
             position = await self.store.queue_position(task.id)
             await message.reply_text(

@@ -7,6 +7,7 @@ Every call lands in the meter (also when cancelled mid-stream), so a task's usag
 
 from __future__ import annotations
 
+import asyncio
 import copy
 import time
 from collections.abc import Callable, Sequence
@@ -15,6 +16,7 @@ from typing import Any, Protocol
 
 import anthropic
 
+from fleetgram.claude.deadline import CallLimits, ClaudeDeadline, ClaudeStalled, within_limits
 from fleetgram.claude.pricing import Price, price_for, with_cost
 from fleetgram.domain import Usage
 from fleetgram.store.base import ApiCall
@@ -85,6 +87,15 @@ def _usage_of(raw: Any) -> Usage:
     )
 
 
+def _ignore(_delta: str) -> None:
+    pass
+
+
+def _is_content(event: Any) -> bool:
+    """Events that show the model is producing something (the SDK drops `ping`s itself)."""
+    return getattr(event, "type", None) not in ("message_start", "content_block_start")
+
+
 def _content_blocks(message: Any) -> list[dict[str, Any]]:
     blocks = []
     for block in message.content:
@@ -103,6 +114,7 @@ class ClaudeRunner:
         price: Price | None = None,
         tools: Sequence[Tool] = (),
         max_tool_rounds: int = 20,
+        limits: CallLimits | None = None,
     ) -> None:
         self._client = client
         self.model = model
@@ -111,6 +123,8 @@ class ClaudeRunner:
         self._price = price_for(model, price)
         self._tools = {tool.name: tool for tool in tools}
         self._max_tool_rounds = max_tool_rounds
+        # Per call: CLAUDE_TIMEOUT (wall) and CLAUDE_STALL_TIMEOUT; see fleetgram.claude.deadline.
+        self.limits = limits or CallLimits()
 
     async def run(
         self,
@@ -134,6 +148,14 @@ class ClaudeRunner:
             new_turns.append({"role": "user", "content": await self._run_tools(blocks)})
         return TurnOutcome("".join(texts), new_turns, stop_reason)
 
+    async def summarise(
+        self, turns: Sequence[dict[str, Any]], instruction: str, *, meter: UsageMeter
+    ) -> str:
+        """One call that answers `instruction` about `turns` (used to compact a conversation);
+        nothing is streamed to a chat."""
+        message = await self._call([*turns, user_turn(instruction)], _ignore, meter)
+        return "".join(b["text"] for b in _content_blocks(message) if b.get("type") == "text")
+
     async def _call(
         self, messages: list[dict[str, Any]], on_text: Callable[[str], None], meter: UsageMeter
     ) -> Any:
@@ -150,13 +172,15 @@ class ClaudeRunner:
             ]
         started = time.monotonic()
         stream_ref: list[Any] = []
+        wall = asyncio.timeout(self.limits.wall)  # also bounds opening the stream (retries)
         try:
-            async with self._client.messages.stream(**request) as stream:
-                stream_ref.append(stream)
-                async for event in stream:
-                    if event.type == "text":
-                        on_text(event.text)
-                message = await stream.get_final_message()
+            try:
+                async with wall:
+                    message = await self._stream(request, on_text, stream_ref, started)
+            except TimeoutError:
+                if wall.expired() and self.limits.wall is not None:
+                    raise ClaudeDeadline(self.limits.wall) from None
+                raise
         except BaseException:
             # Cut short (cancelled or failed mid-stream): bill what the API reported so far.
             snapshot = stream_ref[0]._current_snapshot_or_none() if stream_ref else None
@@ -165,6 +189,21 @@ class ClaudeRunner:
             raise
         self._record(meter, message.usage, message.stop_reason, started)
         return message
+
+    async def _stream(
+        self, request: dict[str, Any], on_text: Callable[[str], None], stream_ref: list[Any],
+        started: float,
+    ) -> Any:
+        async with self._client.messages.stream(**request) as stream:
+            stream_ref.append(stream)
+            events = within_limits(
+                stream, self.limits, started=started, is_content=_is_content,
+                clock=time.monotonic,
+            )
+            async for event in events:
+                if event.type == "text":
+                    on_text(event.text)
+            return await stream.get_final_message()
 
     def _record(self, meter: UsageMeter, raw: Any, stop_reason: str | None, started: float) -> None:
         usage = with_cost(_usage_of(raw), self._price)
@@ -202,8 +241,17 @@ def make_client(
 
 
 def describe_error(exc: BaseException) -> str:
-    """A one-line reason for the chats, without secrets."""
+    """A one-line reason for the chats, without secrets; never empty."""
+    if isinstance(exc, ClaudeStalled | ClaudeDeadline):
+        return str(exc)
     if isinstance(exc, anthropic.APIStatusError):
+        error_type, message = _api_error_of(exc)
+        if exc.status_code == 200 or exc.response is None:
+            # An SSE `event: error` after the stream began (the HTTP status was 200).
+            kind = _ERROR_TYPES.get(error_type or "", error_type or "an error")
+            return f"Claude's stream broke off: {kind}"
+        if error_type == "invalid_request_error" and message and "too long" in message:
+            return "the conversation is too long for the model"
         kind = {429: "rate limited", 529: "overloaded", 401: "API key refused"}.get(
             exc.status_code, f"HTTP {exc.status_code}"
         )
@@ -212,4 +260,38 @@ def describe_error(exc: BaseException) -> str:
         return "Claude API timed out (after retries)"
     if isinstance(exc, anthropic.APIConnectionError):
         return "Claude API unreachable (after retries)"
-    return f"{type(exc).__name__}: {str(exc)[:200]}"
+    detail = " ".join(str(exc).split())[:200]
+    name = type(exc).__name__
+    if not detail:
+        return {
+            "TimeoutError": "timed out",
+            "ReadTimeout": "the connection timed out (no data)",
+            "CancelledError": "cancelled",
+        }.get(name, f"{name} (no details)")
+    return f"{name}: {detail}"
+
+
+_ERROR_TYPES = {
+    "overloaded_error": "Claude is overloaded",
+    "api_error": "an internal error at Anthropic",
+    "rate_limit_error": "rate limited",
+}
+
+
+def _api_error_of(exc: anthropic.APIStatusError) -> tuple[str | None, str | None]:
+    """The API's `error.type` and `error.message` from an error body, when there is one."""
+    body = exc.body
+    if isinstance(body, dict):
+        error = body.get("error")
+        if isinstance(error, dict):
+            kind, message = error.get("type"), error.get("message")
+            return (str(kind) if kind else None, str(message) if message else None)
+    return None, None
+
+
+def is_prompt_too_long(exc: BaseException) -> bool:
+    """The API refused the request because the prompt exceeds the model's context window."""
+    if not isinstance(exc, anthropic.BadRequestError):
+        return False
+    _, message = _api_error_of(exc)
+    return bool(message and "prompt is too long" in message)

@@ -59,6 +59,8 @@ FINISHED_PHASES = frozenset({"Completed", "Failed", "Cancelled"})
 ACTIVE_PHASES = frozenset({"Assigned", "Running"})
 
 SUMMARY_MAX = 1000
+PROMPT_MAX = 32000  # the CRD's spec.prompt maxLength
+TITLE_MAX = 200  # the CRD's spec.title maxLength (longer titles are cut)
 
 PHASE_OF = {
     TaskState.PENDING: "Pending",
@@ -101,7 +103,7 @@ def bottask_manifest(task: Task, namespace: str) -> dict[str, Any]:
     """A new BotTask for a pending task (the master creates it)."""
     spec: dict[str, Any] = {
         "prompt": task.prompt,
-        "title": task.title[:200],
+        "title": task.title[:TITLE_MAX],
         "priority": task.priority,
         "userId": task.user_id,
         "chatId": task.chat_id,
@@ -110,6 +112,8 @@ def bottask_manifest(task: Task, namespace: str) -> dict[str, Any]:
     }
     if task.pinned_worker:
         spec["pinnedWorker"] = task.pinned_worker
+    if task.message_id is not None:
+        spec["messageId"] = task.message_id
     return {
         "apiVersion": API_VERSION,
         "kind": "BotTask",
@@ -180,11 +184,16 @@ def task_of(obj: dict[str, Any]) -> Task:
             float(usage.get("costUsd", 0.0)),
         ),
         cancel_requested=bool(spec.get("cancel", False)),
+        message_id=_optional_int(spec.get("messageId")),
         created_at=created or datetime.now(UTC),
         assigned_at=parse_time(status.get("assignedAt")),
         started_at=parse_time(status.get("startedAt")),
         completed_at=parse_time(status.get("completedAt")),
     )
+
+
+def _optional_int(value: Any) -> int | None:
+    return None if value is None else int(value)
 
 
 def phase_label(state: TaskState) -> str:
@@ -256,12 +265,14 @@ def requeue_of(
     task: Task, now: datetime, *, max_attempts: int, reason: str, worker: str
 ) -> Requeue:
     """The SQL store's requeue rule, for BotTasks: cancelled if its cancel was requested;
-    failed once attempts >= max_attempts; else back to pending with attempts unchanged."""
+    failed once attempts >= max_attempts; else back to pending with attempts unchanged. Each
+    event carries the task's title, as the SQL store's do."""
     if task.cancel_requested:
         return Requeue(
             TaskState.CANCELLED,
             {"phase": PHASE_OF[TaskState.CANCELLED], "completedAt": iso(now)},
-            ("cancelled", {"by": "user", "reason": reason, "worker": worker}),
+            ("cancelled", {"by": "user", "reason": reason, "worker": worker,
+                           "title": task.title}),
         )
     if task.attempts >= max_attempts:
         error = f"{reason}; gave up after {task.attempts} attempts"
@@ -269,13 +280,14 @@ def requeue_of(
             TaskState.FAILED,
             {"phase": PHASE_OF[TaskState.FAILED], "error": error, "completedAt": iso(now)},
             ("failed", {"error": error, "attempts": task.attempts, "reason": reason,
-                        "worker": worker}),
+                        "worker": worker, "title": task.title}),
         )
     return Requeue(
         TaskState.PENDING,
         {"phase": PHASE_OF[TaskState.PENDING], "worker": None, "assignedAt": None,
          "startedAt": None},
-        ("requeued", {"attempts": task.attempts, "reason": reason, "worker": worker}),
+        ("requeued", {"attempts": task.attempts, "reason": reason, "worker": worker,
+                      "title": task.title}),
     )
 
 

@@ -4,8 +4,9 @@ Tasks waiting, assigned and running live as BotTask objects in the namespace; th
 assigns them (status.phase Assigned, status.worker, the worker label, attempts + 1: see the
 attempts rule in fleetgram/kube/objects.py). Worker slots are read from the WorkerPool, the
 worker Deployments and the workers' Leases. Everything else (conversations, the usage ledger,
-the outbox, and the full record of every task, archived at each change made here) stays in the
-SQL store this one wraps, so the master and worker bots run unchanged on either.
+the outbox, the workers' reply messages, and the full record of every task, archived at each
+change made here) stays in the SQL store this one wraps, so the master and worker bots run
+unchanged on either.
 
 Consistency: a change of a task's state is one write of its status subresource, conditional on
 the resourceVersion it was decided from; on 409 the object is read again and the decision
@@ -35,8 +36,10 @@ from fleetgram.kube.objects import (
     LABEL_SLOT,
     LABEL_WORKER,
     PHASE_OF,
+    PROMPT_MAX,
     SLOT_ANNOTATIONS,
     SUMMARY_MAX,
+    TITLE_MAX,
     WORKERPOOLS,
     Requeue,
     bottask_manifest,
@@ -57,7 +60,15 @@ from fleetgram.kube.objects import (
     worker_slot_of,
 )
 from fleetgram.policy import queue_key
-from fleetgram.store.base import ApiCall, CancelOutcome, CancelResult, Store
+from fleetgram.store.base import (
+    ApiCall,
+    CancelOutcome,
+    CancelResult,
+    Store,
+    UnstorableText,
+    check_storable,
+    storable,
+)
 from fleetgram.store.sql import DuplicateTaskError
 
 log = logging.getLogger(__name__)
@@ -78,6 +89,21 @@ def _name(obj: dict[str, Any]) -> str:
 
 def _rv(obj: dict[str, Any]) -> str:
     return str(obj["metadata"]["resourceVersion"])
+
+
+def _check_bottask_text(prompt: str, title: str) -> None:
+    """What create_task/update_pending_prompt refuse before writing anything: what no store
+    keeps, and a prompt longer than a BotTask's spec holds (the API server would answer 422)."""
+    check_storable(prompt=prompt, title=title)
+    if len(prompt) > PROMPT_MAX:
+        raise UnstorableText(
+            "prompt", f"{len(prompt)} characters (a task holds at most {PROMPT_MAX} in "
+            "cluster mode)",
+        )
+
+
+def _pinned_matches(task: Task, pinned: bool | None) -> bool:
+    return pinned is None or (task.pinned_worker is not None) == pinned
 
 
 def _maybe_truncated(result: str | None) -> bool:
@@ -230,6 +256,7 @@ class ClusterStore:
     async def create_task(
         self, task: Task, event: tuple[str, dict[str, Any]] | None = None
     ) -> Task:
+        _check_bottask_text(task.prompt, task.title)  # before any write, as SQL does
         if await self.inner.get_task(task.id) is not None:
             raise DuplicateTaskError(f"task id {task.id} is already taken")
         try:
@@ -260,6 +287,7 @@ class ClusterStore:
         user_id: int | None = None,
         worker: str | None = None,
         limit: int = 100,
+        pinned: bool | None = None,
     ) -> list[Task]:
         if states is not None:
             states = [TaskState(s) for s in states]
@@ -268,8 +296,58 @@ class ClusterStore:
         tasks = [
             t for t in await self._tasks(states)
             if (user_id is None or t.user_id == user_id) and (worker is None or t.worker == worker)
+            and _pinned_matches(t, pinned)
         ]
         return [await self._full(t) for t in tasks[:limit]]
+
+    async def count_tasks(
+        self,
+        states: Iterable[TaskState],
+        *,
+        user_id: int | None = None,
+        pinned: bool | None = None,
+    ) -> int:
+        """Kubernetes has no count: this lists the BotTasks (narrowed by the phase label where
+        it can be trusted) and counts them here. The queue holds only live tasks (finished ones
+        are purged by TTL), so the list stays small; no full results are fetched from SQL."""
+        wanted = [TaskState(s) for s in states]
+        if not wanted:
+            return 0
+        return sum(
+            1 for t in await self._tasks(wanted)
+            if (user_id is None or t.user_id == user_id) and _pinned_matches(t, pinned)
+        )
+
+    async def find_task_by_message(self, chat_id: int, message_id: int) -> Task | None:
+        """Through the SQL archive (which has the message, indexed), then the BotTask, which
+        is the truth while it exists; the archived record once the BotTask was purged."""
+        archived = await self.inner.find_task_by_message(chat_id, message_id)
+        if archived is None:
+            return None
+        current = await self.get_task(archived.id)
+        return current if current is not None else archived
+
+    async def update_pending_prompt(self, task_id: str, prompt: str, title: str) -> Task | None:
+        """The spec's prompt and title, in one write conditional on the version read as
+        Pending: an assignment (or cancel) in between makes it 409, and the task, read again,
+        is then no longer pending."""
+        _check_bottask_text(prompt, title)
+        for _ in range(RETRIES):
+            obj = await self._read(task_id)
+            if obj is None or task_of(obj).state is not TaskState.PENDING:
+                return None
+            patch = {
+                "metadata": {"resourceVersion": _rv(obj)},
+                "spec": {"prompt": prompt, "title": title[:TITLE_MAX]},
+            }
+            try:
+                new = await self.kube.patch_object(BOTTASKS, task_id, patch)
+            except Conflict:
+                continue
+            except NotFound:
+                return None
+            return await self._archive(task_of(new))
+        raise Conflict(409, "Conflict", f"{task_id} kept changing; gave up after {RETRIES} tries")
 
     async def queue_position(self, task_id: str) -> int | None:
         pending = await self._tasks([TaskState.PENDING])
@@ -315,6 +393,7 @@ class ClusterStore:
     ) -> Task | None:
         if not TaskState(state).finished:
             raise ValueError(f"finish_task needs a finished state, not {state!r}")
+        result, error = storable(result), storable(error)  # recorded, never refused
         archived = await self.inner.get_task(task_id)
 
         def decide(task: Task) -> dict[str, Any] | None:
@@ -369,7 +448,7 @@ class ClusterStore:
             if task.state is not TaskState.PENDING:
                 return CancelResult(CancelOutcome.REQUESTED, changed)
             by = "user" if user_id is not None else "operator"
-            await self._announce(changed, ("cancelled", {"by": by}))
+            await self._announce(changed, ("cancelled", {"by": by, "title": changed.title}))
             await self._sync_labels(new)
             return CancelResult(CancelOutcome.CANCELLED, changed)
         raise Conflict(409, "Conflict", f"{task_id} kept changing; gave up after {RETRIES} tries")
@@ -387,25 +466,46 @@ class ClusterStore:
         candidates.sort(key=lambda obj: queue_key(task_of(obj)))
         changed: list[Task] = []
         for candidate in candidates:
-            decided: list[Requeue] = []
-
-            def decide(task: Task, decided: list[Requeue] = decided) -> dict[str, Any] | None:
-                if task.worker != worker or not task.state.active:
-                    return None
-                decided.append(
-                    requeue_of(task, now, max_attempts=max_attempts, reason=reason,
-                               worker=worker)
-                )
-                return decided[-1].status
-
-            obj = await self._change_status(_name(candidate), decide, candidate)
-            if obj is None:
-                continue
-            after = await self._archive(task_of(obj))
-            await self._announce(after, decided[-1].event)
-            await self._sync_labels(obj)
-            changed.append(after)
+            after = await self._requeue(
+                _name(candidate), worker, now, max_attempts, reason, candidate
+            )
+            if after is not None:
+                changed.append(after)
         return changed
+
+    async def requeue_task(
+        self, task_id: str, worker: str, now: datetime, *, max_attempts: int, reason: str
+    ) -> Task | None:
+        return await self._requeue(task_id, worker, now, max_attempts, reason)
+
+    async def _requeue(
+        self,
+        task_id: str,
+        worker: str,
+        now: datetime,
+        max_attempts: int,
+        reason: str,
+        obj: dict[str, Any] | None = None,
+    ) -> Task | None:
+        """One task of `worker` put back by `requeue_of`, if it is still active on it (each
+        decision on a fresh read after a 409); its record, event and labels follow."""
+        decided: list[Requeue] = []
+
+        def decide(task: Task) -> dict[str, Any] | None:
+            if task.worker != worker or not task.state.active:
+                return None
+            decided.append(
+                requeue_of(task, now, max_attempts=max_attempts, reason=reason, worker=worker)
+            )
+            return decided[-1].status
+
+        written = await self._change_status(task_id, decide, obj)
+        if written is None:
+            return None
+        after = await self._archive(task_of(written))
+        await self._announce(after, decided[-1].event)
+        await self._sync_labels(written)
+        return after
 
     async def record_api_call(self, call: ApiCall) -> None:
         """The call goes to the SQL ledger (and the SQL task's totals); the BotTask's
@@ -429,9 +529,12 @@ class ClusterStore:
             pass
 
     async def purge_finished(self, before: datetime) -> int:
-        """Delete the finished BotTasks completed before `before`. Their full record, the
-        outbox and the ledger stay in SQL (the audit record outlives the queue)."""
-        deleted = 0
+        """Delete the finished BotTasks completed before `before`, then the SQL store's part
+        (the archived records of tasks finished before it, delivered events and ledger rows
+        older than it): the retention applies to the audit record as well. The operator's TTL
+        removes finished BotTasks much sooner, so their records outlive them until then.
+        Returns the number of tasks deleted, each counted once."""
+        purged: list[str] = []
         for obj in await self._list():
             for _ in range(RETRIES):
                 task = task_of(obj)
@@ -448,9 +551,11 @@ class ClusterStore:
                         break
                     obj = fresh
                 else:
-                    deleted += 1
+                    purged.append(task.id)
                     break
-        return deleted
+        # A BotTask made with kubectl may have no SQL record: count it here, not twice.
+        unrecorded = sum([await self.inner.get_task(task_id) is None for task_id in purged])
+        return unrecorded + await self.inner.purge_finished(before)
 
     async def archive_task(self, task: Task) -> None:
         await self.inner.archive_task(task)
@@ -517,7 +622,7 @@ class ClusterStore:
                     pass  # created meanwhile: patch it
         raise RuntimeError(f"could not write the Lease {lease}")
 
-    # --- outbox and conversations: the SQL store's -----------------------------------------
+    # --- outbox, worker replies and conversations: the SQL store's --------------------------
     async def add_event(
         self,
         kind: str,
@@ -534,6 +639,20 @@ class ClusterStore:
     async def mark_event_delivered(self, event_id: int) -> None:
         await self.inner.mark_event_delivered(event_id)
 
+    async def record_ambiguous_send(self, event_id: int) -> int:
+        return await self.inner.record_ambiguous_send(event_id)
+
+    async def remember_reply(
+        self, worker: str, task_id: str, chat_id: int, message_id: int
+    ) -> None:
+        await self.inner.remember_reply(worker, task_id, chat_id, message_id)
+
+    async def forget_replies(self, worker: str, task_id: str) -> None:
+        await self.inner.forget_replies(worker, task_id)
+
+    async def leftover_replies(self, worker: str) -> list[tuple[str, int, int]]:
+        return await self.inner.leftover_replies(worker)
+
     async def active_conversation(self, worker: str, user_id: int) -> int:
         return await self.inner.active_conversation(worker, user_id)
 
@@ -547,3 +666,8 @@ class ClusterStore:
         self, conversation_id: int, turns: Sequence[dict[str, Any]], task_id: str | None
     ) -> None:
         await self.inner.append_turns(conversation_id, turns, task_id)
+
+    async def replace_turns(
+        self, conversation_id: int, turns: Sequence[dict[str, Any]]
+    ) -> None:
+        await self.inner.replace_turns(conversation_id, turns)

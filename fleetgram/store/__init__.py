@@ -5,7 +5,7 @@
 
 from __future__ import annotations
 
-from fleetgram.store.base import ApiCall, CancelOutcome, CancelResult, Store
+from fleetgram.store.base import ApiCall, CancelOutcome, CancelResult, Store, UnstorableText
 from fleetgram.store.sql import DuplicateTaskError
 
 __all__ = [
@@ -14,6 +14,7 @@ __all__ = [
     "CancelResult",
     "DuplicateTaskError",
     "Store",
+    "UnstorableText",
     "open_store",
 ]
 

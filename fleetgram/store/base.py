@@ -11,7 +11,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from enum import StrEnum
-from typing import Any, Protocol
+from typing import Any, Protocol, overload
 
 from fleetgram.domain import Event, Task, TaskState, Usage, WorkerSlot
 
@@ -22,6 +22,59 @@ class CancelOutcome(StrEnum):
     ALREADY_FINISHED = "already_finished"
     NOT_FOUND = "not_found"
     NOT_YOURS = "not_yours"
+
+
+class UnstorableText(ValueError):
+    """Text that no store can keep: a NUL character (Postgres refuses it in text) or a lone
+    surrogate (not valid Unicode, so not encodable as UTF-8 for either engine). Raised before
+    the database is touched; `field` is the offending argument, `problem` says what is wrong
+    in words a user may be shown ("a NUL character (U+0000)")."""
+
+    def __init__(self, field: str, problem: str) -> None:
+        super().__init__(f"the {field} cannot be stored: it contains {problem}")
+        self.field = field
+        self.problem = problem
+
+
+def text_problem(text: str) -> str | None:
+    """Why `text` cannot be stored, or None if it can."""
+    if "\x00" in text:
+        return "a NUL character (U+0000)"
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError as error:
+        code = ord(text[error.start])
+        return f"a lone surrogate (U+{code:04X}), which is not valid Unicode"
+    return None
+
+
+def check_storable(**fields: str | None) -> None:
+    """Raise UnstorableText for the first of `fields` (name=text) that cannot be stored."""
+    for name, text in fields.items():
+        if text is None:
+            continue
+        problem = text_problem(text)
+        if problem is not None:
+            raise UnstorableText(name, problem)
+
+
+@overload
+def storable(text: str) -> str: ...
+
+
+@overload
+def storable(text: None) -> None: ...
+
+
+def storable(text: str | None) -> str | None:
+    """`text` with what cannot be stored replaced by U+FFFD (for text the fleet produced
+    itself, such as an answer or an error message, which must be recorded rather than
+    refused)."""
+    if text is None or text_problem(text) is None:
+        return text
+    return "".join(
+        "\ufffd" if c == "\x00" or 0xD800 <= ord(c) <= 0xDFFF else c for c in text
+    )
 
 
 @dataclass(frozen=True)
@@ -53,7 +106,9 @@ class Store(Protocol):
     async def create_task(
         self, task: Task, event: tuple[str, dict[str, Any]] | None = None
     ) -> Task:
-        """Insert a pending task (and optionally an outbox event for it, same transaction)."""
+        """Insert a pending task (and optionally an outbox event for it, same transaction).
+        Raises UnstorableText (before touching the database) if the prompt or title holds a
+        NUL or a lone surrogate, and DuplicateTaskError if the id is taken."""
 
     async def get_task(self, task_id: str) -> Task | None: ...
 
@@ -76,11 +131,12 @@ class Store(Protocol):
         """How many tasks are in `states` (of `user_id` if given): a count query, no rows."""
 
     async def find_task_by_message(self, chat_id: int, message_id: int) -> Task | None:
-        """The task made from Telegram message `message_id` in `chat_id`, if any."""
+        """The task made from Telegram message `message_id` in `chat_id`, if any (the newest
+        one, should several carry it)."""
 
     async def update_pending_prompt(self, task_id: str, prompt: str, title: str) -> Task | None:
         """Replace a still-pending task's prompt and title (an edited message). None, and no
-        change, if the task is no longer pending."""
+        change, if the task is no longer pending. Raises UnstorableText as create_task."""
 
     async def queue_position(self, task_id: str) -> int | None:
         """1-based position among pending tasks in queue order; None if not pending."""
@@ -106,12 +162,15 @@ class Store(Protocol):
         event: tuple[str, dict[str, Any]] | None = None,
     ) -> Task | None:
         """running/assigned -> completed|failed|cancelled, with the event, in one transaction.
-        Returns None (and changes nothing) if the task is no longer this worker's."""
+        Returns None (and changes nothing) if the task is no longer this worker's. A NUL or
+        lone surrogate in `result`/`error` is stored as U+FFFD (never refused: the outcome
+        must be recorded)."""
 
     async def request_cancel(
         self, task_id: str, user_id: int | None, now: datetime
     ) -> CancelResult:
-        """Pending: cancelled at once (with a 'cancelled' event). Assigned/running: sets
+        """Pending: cancelled at once (with a 'cancelled' event, payload {"by": "user" or
+        "operator", "title": ...}). Assigned/running: sets
         cancel_requested for the worker to act on. user_id None means an operator (no owner
         check)."""
 
@@ -125,15 +184,18 @@ class Store(Protocol):
         self, task_id: str, worker: str, now: datetime, *, max_attempts: int, reason: str
     ) -> Task | None:
         """One task that is assigned/running on `worker` goes back to pending (or to failed at
-        max_attempts), with a 'requeued'/'failed' event carrying its title. None, and no
-        change, if it is no longer active on that worker."""
+        max_attempts), with a 'requeued'/'failed' event carrying its title; as in
+        requeue_worker_tasks, a task whose cancel was requested is cancelled instead (a
+        'cancelled' event). Attempts are kept. None, and no change, if it is no longer
+        assigned/running on that worker."""
 
     async def record_api_call(self, call: ApiCall) -> None:
         """Append the call to the usage ledger and add it to the task's totals."""
 
     async def purge_finished(self, before: datetime) -> int:
         """Delete finished tasks completed before `before`, delivered events created before it
-        and usage-ledger rows created before it. Returns the number of tasks deleted."""
+        and usage-ledger rows created before it (and worker replies left over since before
+        it: stale). Returns the number of tasks deleted."""
 
     async def archive_task(self, task: Task) -> None:
         """Upsert the full record of `task` (every field, as given) into the SQL `tasks` table,
@@ -163,7 +225,8 @@ class Store(Protocol):
 
     async def record_ambiguous_send(self, event_id: int) -> int:
         """A send of the event failed in a way that Telegram may still have shown it (a lost
-        reply, a timeout). Returns the event's ambiguous sends so far, this one included."""
+        reply, a timeout). Returns the event's ambiguous sends so far, this one included
+        (0 if there is no such event, e.g. purged meanwhile)."""
 
     # --- worker chat messages of running tasks (for the "interrupted" note after a crash) ---
     async def remember_reply(

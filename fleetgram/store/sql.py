@@ -16,7 +16,13 @@ from datetime import UTC, datetime
 from typing import Any, Protocol
 
 from fleetgram.domain import Event, Task, TaskSource, TaskState, Usage, WorkerSlot, utcnow
-from fleetgram.store.base import ApiCall, CancelOutcome, CancelResult
+from fleetgram.store.base import (
+    ApiCall,
+    CancelOutcome,
+    CancelResult,
+    check_storable,
+    storable,
+)
 from fleetgram.store.dialect import Dialect
 from fleetgram.store.migrate import load_migrations
 
@@ -68,7 +74,7 @@ _TASK_COLUMNS = (
     "task_id, user_id, chat_id, title, prompt, priority, status, assigned_worker_id, result, "
     "created_at, assigned_at, started_at, completed_at, source, pinned_worker, attempts, error, "
     "cancel_requested, input_tokens, output_tokens, cache_read_tokens, cache_write_tokens, "
-    "cost_usd"
+    "cost_usd, message_id"
 )
 _QUEUE_ORDER = "ORDER BY priority, created_at, task_id"
 
@@ -109,6 +115,7 @@ def _task(row: Row) -> Task:
             cost_usd=round(float(row["cost_usd"]), 6),
         ),
         cancel_requested=bool(row["cancel_requested"]),
+        message_id=row["message_id"],
         created_at=_required_dt(row["created_at"]),
         assigned_at=_dt(row["assigned_at"]),
         started_at=_dt(row["started_at"]),
@@ -124,7 +131,7 @@ def _task_values(task: Task) -> tuple[Any, ...]:
         task.state.value, task.worker, task.result, task.created_at, task.assigned_at,
         task.started_at, task.completed_at, task.source.value, task.pinned_worker,
         task.attempts, task.error, task.cancel_requested, u.input_tokens, u.output_tokens,
-        u.cache_read_tokens, u.cache_write_tokens, u.cost_usd,
+        u.cache_read_tokens, u.cache_write_tokens, u.cost_usd, task.message_id,
     )
 
 
@@ -156,11 +163,47 @@ def _event(row: Row) -> Event:
         chat_id=row["chat_id"],
         payload=json.loads(row["payload"]),
         created_at=_required_dt(row["created_at"]),
+        ambiguous_sends=int(row["ambiguous_sends"]),
     )
+
+
+def _pinned_clause(pinned: bool | None) -> str | None:
+    if pinned is None:
+        return None
+    return "pinned_worker IS NOT NULL" if pinned else "pinned_worker IS NULL"
 
 
 def _marks(count: int) -> str:
     return ", ".join("?" * count)
+
+
+def _task_filter(
+    states: Iterable[TaskState] | None,
+    *,
+    user_id: int | None = None,
+    worker: str | None = None,
+    pinned: bool | None = None,
+) -> tuple[str | None, list[Any]]:
+    """The WHERE clause (with a trailing space, or empty) and its parameters for the task
+    filters of list_tasks and count_tasks; None as the clause when no task can match."""
+    where: list[str] = []
+    params: list[Any] = []
+    if states is not None:
+        wanted = [TaskState(s).value for s in states]
+        if not wanted:
+            return None, []
+        where.append(f"status IN ({_marks(len(wanted))})")
+        params.extend(wanted)
+    if user_id is not None:
+        where.append("user_id = ?")
+        params.append(user_id)
+    if worker is not None:
+        where.append("assigned_worker_id = ?")
+        params.append(worker)
+    pinned_clause = _pinned_clause(pinned)
+    if pinned_clause is not None:
+        where.append(pinned_clause)
+    return (f"WHERE {' AND '.join(where)} " if where else ""), params
 
 
 _TASK_MARKS = _marks(_TASK_COLUMNS.count(",") + 1)
@@ -225,35 +268,14 @@ class SqlStore(ABC):
     async def create_task(
         self, task: Task, event: tuple[str, dict[str, Any]] | None = None
     ) -> Task:
+        check_storable(prompt=task.prompt, title=task.title)
         async with self._write() as tx:
             taken = await tx.fetchone("SELECT task_id FROM tasks WHERE task_id = ?", task.id)
             if taken is not None:
                 raise DuplicateTaskError(f"task id {task.id} is already taken")
             row = await tx.fetchone(
                 f"INSERT INTO tasks ({_TASK_COLUMNS}) VALUES ({_TASK_MARKS}) RETURNING *",
-                task.id,
-                task.user_id,
-                task.chat_id,
-                task.title,
-                task.prompt,
-                task.priority,
-                task.state.value,
-                task.worker,
-                task.result,
-                task.created_at,
-                task.assigned_at,
-                task.started_at,
-                task.completed_at,
-                task.source.value,
-                task.pinned_worker,
-                task.attempts,
-                task.error,
-                task.cancel_requested,
-                task.usage.input_tokens,
-                task.usage.output_tokens,
-                task.usage.cache_read_tokens,
-                task.usage.cache_write_tokens,
-                task.usage.cost_usd,
+                *_task_values(task),
             )
             assert row is not None
             created = _task(row)
@@ -273,27 +295,52 @@ class SqlStore(ABC):
         user_id: int | None = None,
         worker: str | None = None,
         limit: int = 100,
+        pinned: bool | None = None,
     ) -> list[Task]:
-        where: list[str] = []
-        params: list[Any] = []
-        if states is not None:
-            wanted = [TaskState(s).value for s in states]
-            if not wanted:
-                return []
-            where.append(f"status IN ({_marks(len(wanted))})")
-            params.extend(wanted)
-        if user_id is not None:
-            where.append("user_id = ?")
-            params.append(user_id)
-        if worker is not None:
-            where.append("assigned_worker_id = ?")
-            params.append(worker)
-        clause = f"WHERE {' AND '.join(where)} " if where else ""
+        where, params = _task_filter(states, user_id=user_id, worker=worker, pinned=pinned)
+        if where is None:
+            return []
         async with self._read() as tx:
             rows = await tx.fetchall(
-                f"SELECT * FROM tasks {clause}{_QUEUE_ORDER} LIMIT ?", *params, limit
+                f"SELECT * FROM tasks {where}{_QUEUE_ORDER} LIMIT ?", *params, limit
             )
         return [_task(row) for row in rows]
+
+    async def count_tasks(
+        self,
+        states: Iterable[TaskState],
+        *,
+        user_id: int | None = None,
+        pinned: bool | None = None,
+    ) -> int:
+        where, params = _task_filter(states, user_id=user_id, pinned=pinned)
+        if where is None:
+            return 0
+        async with self._read() as tx:
+            row = await tx.fetchone(f"SELECT COUNT(*) AS n FROM tasks {where}", *params)
+        return 0 if row is None else int(row["n"])
+
+    async def find_task_by_message(self, chat_id: int, message_id: int) -> Task | None:
+        async with self._read() as tx:
+            row = await tx.fetchone(
+                "SELECT * FROM tasks WHERE chat_id = ? AND message_id = ? "
+                "ORDER BY created_at DESC, task_id DESC LIMIT 1",
+                chat_id,
+                message_id,
+            )
+        return _task(row) if row is not None else None
+
+    async def update_pending_prompt(self, task_id: str, prompt: str, title: str) -> Task | None:
+        check_storable(prompt=prompt, title=title)
+        async with self._write() as tx:
+            row = await tx.fetchone(
+                "UPDATE tasks SET prompt = ?, title = ? "
+                "WHERE task_id = ? AND status = 'pending' RETURNING *",
+                prompt,
+                title,
+                task_id,
+            )
+        return _task(row) if row is not None else None
 
     async def queue_position(self, task_id: str) -> int | None:
         async with self._read() as tx:
@@ -354,8 +401,8 @@ class SqlStore(ABC):
                 f"WHERE task_id = ? AND assigned_worker_id = ? AND status IN ({_marks(2)}) "
                 "RETURNING *",
                 TaskState(state).value,
-                result,
-                error,
+                storable(result),
+                storable(error),
                 now,
                 task_id,
                 worker,
@@ -390,7 +437,8 @@ class SqlStore(ABC):
                 assert row is not None
                 cancelled = _task(row)
                 by = "user" if user_id is not None else "operator"
-                await self._insert_event(tx, ("cancelled", {"by": by}), cancelled, now)
+                payload = {"by": by, "title": cancelled.title}
+                await self._insert_event(tx, ("cancelled", payload), cancelled, now)
                 return CancelResult(CancelOutcome.CANCELLED, cancelled)
             row = await tx.fetchone(
                 "UPDATE tasks SET cancel_requested = TRUE WHERE task_id = ? RETURNING *", task_id
@@ -410,39 +458,65 @@ class SqlStore(ABC):
                 *_ACTIVE,
             )
             for task in map(_task, rows):
-                payload: dict[str, Any]
-                if task.cancel_requested:
-                    # The user asked to stop it: it is not run again.
-                    row = await tx.fetchone(
-                        "UPDATE tasks SET status = 'cancelled', completed_at = ? "
-                        "WHERE task_id = ? RETURNING *",
-                        now,
-                        task.id,
-                    )
-                    kind, payload = "cancelled", {"by": "user", "reason": reason}
-                elif task.attempts >= max_attempts:
-                    error = f"{reason}; gave up after {task.attempts} attempts"
-                    row = await tx.fetchone(
-                        "UPDATE tasks SET status = 'failed', error = ?, completed_at = ? "
-                        "WHERE task_id = ? RETURNING *",
-                        error,
-                        now,
-                        task.id,
-                    )
-                    kind = "failed"
-                    payload = {"error": error, "attempts": task.attempts, "reason": reason}
-                else:
-                    row = await tx.fetchone(
-                        "UPDATE tasks SET status = 'pending', assigned_worker_id = NULL, "
-                        "assigned_at = NULL, started_at = NULL WHERE task_id = ? RETURNING *",
-                        task.id,
-                    )
-                    kind, payload = "requeued", {"attempts": task.attempts, "reason": reason}
-                assert row is not None
-                after = _task(row)
-                await self._insert_event(tx, (kind, {**payload, "worker": worker}), after, now)
-                changed.append(after)
+                changed.append(
+                    await self._requeue(tx, task, worker, now, max_attempts, reason)
+                )
         return changed
+
+    async def requeue_task(
+        self, task_id: str, worker: str, now: datetime, *, max_attempts: int, reason: str
+    ) -> Task | None:
+        async with self._write() as tx:
+            row = await tx.fetchone(
+                "SELECT * FROM tasks WHERE task_id = ? AND assigned_worker_id = ? "
+                f"AND status IN ({_marks(2)}){{for_update}}",
+                task_id,
+                worker,
+                *_ACTIVE,
+            )
+            if row is None:
+                return None
+            return await self._requeue(tx, _task(row), worker, now, max_attempts, reason)
+
+    async def _requeue(
+        self, tx: Tx, task: Task, worker: str, now: datetime, max_attempts: int, reason: str
+    ) -> Task:
+        """Put back one active task of `worker` (read under lock in `tx`), with its event:
+        cancelled if its cancel was requested, failed once its attempts are used up, else
+        pending with its attempts kept (the next claim counts the next one)."""
+        payload: dict[str, Any]
+        if task.cancel_requested:
+            # The user asked to stop it: it is not run again.
+            row = await tx.fetchone(
+                "UPDATE tasks SET status = 'cancelled', completed_at = ? "
+                "WHERE task_id = ? RETURNING *",
+                now,
+                task.id,
+            )
+            kind, payload = "cancelled", {"by": "user", "reason": reason}
+        elif task.attempts >= max_attempts:
+            error = storable(f"{reason}; gave up after {task.attempts} attempts")
+            row = await tx.fetchone(
+                "UPDATE tasks SET status = 'failed', error = ?, completed_at = ? "
+                "WHERE task_id = ? RETURNING *",
+                error,
+                now,
+                task.id,
+            )
+            kind = "failed"
+            payload = {"error": error, "attempts": task.attempts, "reason": reason}
+        else:
+            row = await tx.fetchone(
+                "UPDATE tasks SET status = 'pending', assigned_worker_id = NULL, "
+                "assigned_at = NULL, started_at = NULL WHERE task_id = ? RETURNING *",
+                task.id,
+            )
+            kind, payload = "requeued", {"attempts": task.attempts, "reason": reason}
+        assert row is not None
+        after = _task(row)
+        payload = {**payload, "worker": worker, "title": after.title}
+        await self._insert_event(tx, (kind, payload), after, now)
+        return after
 
     async def record_api_call(self, call: ApiCall) -> None:
         usage = call.usage
@@ -503,8 +577,10 @@ class SqlStore(ABC):
         ]
 
     async def purge_finished(self, before: datetime) -> int:
-        """Delete finished tasks completed before `before`, and delivered events created before
-        it; the usage ledger and conversations are kept. Returns the number of tasks deleted."""
+        """Delete finished tasks completed before `before`, delivered events created before it
+        and usage-ledger rows created before it, and worker replies left over since before it
+        (conversations are kept: a worker's current one is bounded by compaction). Returns the
+        number of tasks deleted."""
         async with self._write() as tx:
             deleted = await tx.execute(
                 f"DELETE FROM tasks WHERE status IN ({_marks(3)}) AND completed_at < ?",
@@ -514,10 +590,19 @@ class SqlStore(ABC):
             await tx.execute(
                 "DELETE FROM events WHERE delivered_at IS NOT NULL AND created_at < ?", before
             )
+            await tx.execute("DELETE FROM api_calls WHERE created_at < ?", before)
+            # A reply left over that long belongs to a slot never started again: stale.
+            await tx.execute("DELETE FROM worker_replies WHERE created_at < ?", before)
         return deleted
 
     async def archive_task(self, task: Task) -> None:
-        """Insert the task's full record, or overwrite every field of the one recorded."""
+        """Insert the task's full record, or overwrite every field of the one recorded. Text
+        that cannot be stored is kept with U+FFFD in its place: a record is never refused
+        (a BotTask made with kubectl was never checked by create_task)."""
+        task = task.with_(
+            prompt=storable(task.prompt), title=storable(task.title),
+            result=storable(task.result), error=storable(task.error),
+        )
         columns = [c.strip() for c in _TASK_COLUMNS.split(",")]
         updates = ", ".join(f"{c} = excluded.{c}" for c in columns if c != "task_id")
         async with self._write() as tx:
@@ -543,6 +628,8 @@ class SqlStore(ABC):
         unknown = set(fields) - set(_SLOT_COLUMNS)
         if unknown:
             raise TypeError(f"update_slot got unknown fields: {', '.join(sorted(unknown))}")
+        # An error text may quote anything (an exception's message): recorded, never refused.
+        fields = {k: storable(v) if isinstance(v, str) else v for k, v in fields.items()}
         async with self._write() as tx:
             await self._ensure_slot(tx, name)
             if fields:
@@ -588,6 +675,15 @@ class SqlStore(ABC):
                 utcnow(),
                 event_id,
             )
+
+    async def record_ambiguous_send(self, event_id: int) -> int:
+        async with self._write() as tx:
+            row = await tx.fetchone(
+                "UPDATE events SET ambiguous_sends = ambiguous_sends + 1 WHERE id = ? "
+                "RETURNING ambiguous_sends",
+                event_id,
+            )
+        return 0 if row is None else int(row["ambiguous_sends"])
 
     async def _insert_event(
         self, tx: Tx, event: tuple[str, dict[str, Any]], task: Task, now: datetime
@@ -698,3 +794,57 @@ class SqlStore(ABC):
                     task_id,
                     now,
                 )
+
+    async def replace_turns(
+        self, conversation_id: int, turns: Sequence[dict[str, Any]]
+    ) -> None:
+        async with self._write() as tx:
+            owner = await tx.fetchone(
+                "SELECT id FROM conversations WHERE id = ?{for_update}", conversation_id
+            )
+            if owner is None:
+                raise KeyError(f"no conversation {conversation_id}")
+            await tx.execute("DELETE FROM turns WHERE conversation_id = ?", conversation_id)
+            now = utcnow()
+            for seq, turn in enumerate(turns, start=1):
+                await tx.execute(
+                    "INSERT INTO turns (conversation_id, seq, role, content, task_id, created_at) "
+                    "VALUES (?, ?, ?, ?, ?, ?)",
+                    conversation_id,
+                    seq,
+                    turn["role"],
+                    json.dumps(turn["content"]),
+                    None,
+                    now,
+                )
+
+    # --- worker chat messages of running tasks -------------------------------------------
+    async def remember_reply(
+        self, worker: str, task_id: str, chat_id: int, message_id: int
+    ) -> None:
+        async with self._write() as tx:
+            await tx.execute(
+                "INSERT INTO worker_replies (worker, task_id, chat_id, message_id, created_at) "
+                "VALUES (?, ?, ?, ?, ?) "
+                "ON CONFLICT (worker, task_id, chat_id, message_id) DO NOTHING",
+                worker,
+                task_id,
+                chat_id,
+                message_id,
+                utcnow(),
+            )
+
+    async def forget_replies(self, worker: str, task_id: str) -> None:
+        async with self._write() as tx:
+            await tx.execute(
+                "DELETE FROM worker_replies WHERE worker = ? AND task_id = ?", worker, task_id
+            )
+
+    async def leftover_replies(self, worker: str) -> list[tuple[str, int, int]]:
+        async with self._read() as tx:
+            rows = await tx.fetchall(
+                "SELECT task_id, chat_id, message_id FROM worker_replies WHERE worker = ? "
+                "ORDER BY id",
+                worker,
+            )
+        return [(row["task_id"], int(row["chat_id"]), int(row["message_id"])) for row in rows]

@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
+import traceback
+from collections import OrderedDict
 
 from telegram import BotCommand, Update
+from telegram.error import TelegramError
 from telegram.ext import (
     AIORateLimiter,
     Application,
@@ -19,10 +23,40 @@ from fleetgram.config import Settings
 log = logging.getLogger(__name__)
 
 REFUSAL = "Sorry, this bot serves its owners only."
+HANDLER_FAILED = "⚠️ Something went wrong on my side; nothing was queued. Please try again."
+MENU_TIMEOUT = 3.0  # seconds setMyCommands may take at start-up
+# Strangers remembered (so each gets one refusal) before the longest-unseen are forgotten.
+REFUSED_MEMORY = 10_000
+
+
+class RecentIds:
+    """A bounded set of ids: adding beyond `capacity` forgets the least recently seen."""
+
+    def __init__(self, capacity: int = REFUSED_MEMORY) -> None:
+        if capacity < 1:
+            raise ValueError("capacity must be at least 1")
+        self.capacity = capacity
+        self._ids: OrderedDict[int, None] = OrderedDict()
+
+    def __len__(self) -> int:
+        return len(self._ids)
+
+    def __contains__(self, item: object) -> bool:
+        return item in self._ids
+
+    def seen(self, item: int) -> bool:
+        """Remember `item`; True if it was already remembered (it becomes the most recent)."""
+        if item in self._ids:
+            self._ids.move_to_end(item)
+            return True
+        self._ids[item] = None
+        if len(self._ids) > self.capacity:
+            self._ids.popitem(last=False)
+        return False
 
 
 def build_application(token: str, settings: Settings) -> Application:
-    return (
+    app = (
         ApplicationBuilder()
         .token(token)
         .base_url(settings.telegram_base_url)
@@ -32,12 +66,50 @@ def build_application(token: str, settings: Settings) -> Application:
         .concurrent_updates(True)
         .build()
     )
+    install_error_handler(app, settings.allowed_user_ids)
+    return app
+
+
+def install_error_handler(app: Application, allowed: frozenset[int]) -> None:
+    """Any exception in a handler is logged and the allowed user is answered with one line,
+    so a failure is never silence. Strangers get nothing more than the allowlist's refusal.
+
+    Above DEBUG the log carries the error type and the stack without the exception's message:
+    a message can quote the prompt (no prompt text above DEBUG)."""
+
+    async def on_error(update: object, context: ContextTypes.DEFAULT_TYPE) -> None:
+        error = context.error
+        where = {"error": type(error).__name__ if error is not None else None}
+        if isinstance(update, Update):
+            user = update.effective_user
+            chat = update.effective_chat
+            where.update(update_id=update.update_id, user_id=user.id if user else None,
+                         chat_id=chat.id if chat else None)
+        stack = "".join(traceback.format_tb(error.__traceback__)) if error is not None else ""
+        log.error("handler failed", extra={**where, "stack": stack})
+        if error is not None:
+            log.debug("handler failed: details", exc_info=error)
+        if not isinstance(update, Update) or update.effective_user is None:
+            return
+        if update.effective_user.id not in allowed:
+            return
+        try:
+            if update.callback_query is not None:
+                await update.callback_query.answer(HANDLER_FAILED)
+            elif update.effective_chat is not None:
+                await context.bot.send_message(update.effective_chat.id, HANDLER_FAILED)
+        except Exception as exc:  # the answer is best effort: Telegram may be what failed
+            log.warning("could not tell the user a handler failed",
+                        extra={**where, "answer_error": type(exc).__name__})
+
+    app.add_error_handler(on_error)
 
 
 def install_allowlist(app: Application, allowed: frozenset[int]) -> None:
     """Fail closed: updates from anyone outside `allowed` stop here, after one short refusal
-    per user (kept in memory only: nothing of theirs is stored)."""
-    refused: set[int] = set()
+    per user (kept in memory only, and only the last REFUSED_MEMORY strangers: an attacker
+    cycling through ids cannot grow it without bound)."""
+    refused = RecentIds(REFUSED_MEMORY)
 
     async def gate(update: object, context: ContextTypes.DEFAULT_TYPE) -> None:
         if not isinstance(update, Update):
@@ -45,8 +117,7 @@ def install_allowlist(app: Application, allowed: frozenset[int]) -> None:
         user = update.effective_user
         if user is not None and user.id in allowed:
             return
-        if user is not None and user.id not in refused:
-            refused.add(user.id)
+        if user is not None and not refused.seen(user.id):
             log.info("refused user", extra={"user_id": user.id})
             if update.callback_query is not None:
                 await update.callback_query.answer(REFUSAL)
@@ -61,7 +132,13 @@ async def start_polling(app: Application, commands: list[tuple[str, str]]) -> No
     """Initialize (getMe: raises InvalidToken for a bad token), register the command menu,
     then poll. The caller owns stop_polling."""
     await app.initialize()
-    await app.bot.set_my_commands([BotCommand(c, d) for c, d in commands])
+    try:
+        # The menu is a convenience: a slow or refusing setMyCommands must not fail the start.
+        await asyncio.wait_for(
+            app.bot.set_my_commands([BotCommand(c, d) for c, d in commands]), MENU_TIMEOUT
+        )
+    except (TelegramError, TimeoutError) as exc:
+        log.warning("could not set the command menu", extra={"error": type(exc).__name__})
     assert app.updater is not None
     await app.updater.start_polling(
         poll_interval=0.0, timeout=10, allowed_updates=Update.ALL_TYPES

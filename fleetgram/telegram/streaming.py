@@ -8,7 +8,25 @@ changes again) that message gets its final edit and a new message is sent for th
 Telegram conduct: every call passes ``parse_mode`` (HTML) itself; "can't parse entities" falls
 back to the plain text of that chunk; "message is not modified" is success; 429 is waited out
 (``retry_after``) and retried, so no text is ever dropped; timeouts and network errors are
-retried with backoff; 403 becomes ``ChatUnavailable``.
+retried with backoff; 403 becomes ``ChatUnavailable``. A malformed answer ("Invalid server
+response": PTB's ``TelegramError`` for a body that is not JSON) is retried like a network error.
+
+Lost replies: when a sendMessage fails in a way that Telegram may have processed it (the
+connection dropped after the request, a timeout, a malformed answer), the message is sent
+again, and the message just before the new one is probed by editing it with exactly the same
+content (editMessageText, https://core.telegram.org/bots/api#editmessagetext). Telegram
+answers 400 "Bad Request: message is not modified: specified new message content and reply
+markup are exactly the same as a current content and reply markup of the message" only when
+text, entities and markup are identical, which proves it is our lost copy: it is deleted
+(deleteMessage, https://core.telegram.org/bots/api#deletemessage: "Bots can delete outgoing
+messages in private chats, groups, and supergroups", within 48 hours). "message can't be
+edited" means a user's message: left alone. Message ids count per private chat, so the lost
+copy is the id just before the resend unless the user wrote in between. The probe is only
+made above ``known_floor`` (the newest message id known to be in the chat before this
+reply), so an earlier message of ours is never touched.
+
+The final text always reaches the chat: when the final edits keep failing, the text not yet
+shown is sent as new plain-text messages.
 """
 
 from __future__ import annotations
@@ -24,7 +42,14 @@ from typing import TypeVar
 
 import telegram
 from telegram.constants import ParseMode
-from telegram.error import BadRequest, Forbidden, NetworkError, RetryAfter, TelegramError
+from telegram.error import (
+    BadRequest,
+    Forbidden,
+    NetworkError,
+    RetryAfter,
+    TelegramError,
+    TimedOut,
+)
 from telegram.warnings import PTBDeprecationWarning
 
 from .formatting import escape, markdown_to_html, utf16_len, visible_length, visible_text
@@ -70,6 +95,24 @@ def retry_after_seconds(error: RetryAfter) -> float:
     return float(value)
 
 
+_MALFORMED = "invalid server response"
+
+
+def _is_malformed(error: TelegramError) -> bool:
+    """PTB's error for an answer that is not JSON (a proxy page, a body cut short)."""
+    return type(error) is TelegramError and _MALFORMED in error.message.lower()
+
+
+def maybe_processed(error: TelegramError) -> bool:
+    """Telegram may have carried out a call that failed this way: the request reached it and
+    the answer was lost (dropped connection, timeout, malformed body). A front end's 5xx page
+    or a refused connection mean it was not."""
+    if isinstance(error, TimedOut) or _is_malformed(error):
+        return True
+    text = error.message
+    return text.startswith("httpx.") and not text.startswith(("httpx.Connect", "httpx.Proxy"))
+
+
 def _shows(html: str) -> bool:
     """The HTML shows something besides whitespace (Telegram trims whitespace)."""
     return bool(visible_text(html).strip())
@@ -106,6 +149,7 @@ class StreamingReply:
         min_interval: float = 1.0,
         limit: int = DEFAULT_LIMIT,
         clock: Callable[[], float] = time.monotonic,
+        known_floor: int | None = None,
     ) -> None:
         self._bot = bot
         self.chat_id = chat_id
@@ -116,6 +160,10 @@ class StreamingReply:
             room -= utf16_len(self._header) + 1
         self._limit = min(limit, room)
         self._clock = clock
+        # Newest message id in the chat known not to be a lost copy of ours (None: unknown).
+        self.known_floor = known_floor
+        self.lost_copies_deleted = 0
+        self._doubted = False  # a send given up on may have reached the chat
         self.message_ids: list[int] = []
         self._parts: list[str] = []
         self._text = ""
@@ -142,7 +190,8 @@ class StreamingReply:
     async def start(self) -> None:
         """Send the first message (the header and "…") now, then flush in the background.
 
-        Raises ``ChatUnavailable`` if Telegram answers 403."""
+        Raises ``ChatUnavailable`` if Telegram answers 403; other errors once the retries
+        are spent, after which ``start`` may be called again."""
         if self._started:
             return
         self._started = True
@@ -151,6 +200,9 @@ class StreamingReply:
             message = await self._deliver(None, first, plain=False)
         except ChatUnavailable as error:
             self._error = error
+            raise
+        except BaseException:
+            self._started = False  # may be called again (Telegram failing for a while)
             raise
         self.message_ids.append(message.message_id)
         self._shown.append(first)
@@ -176,7 +228,7 @@ class StreamingReply:
         if self._error is not None:
             raise self._error
         if not self._done:
-            await self._final_sync(footer)
+            await self._final_sync_or_resend(footer)
             self._done = True
         return list(self.message_ids)
 
@@ -189,7 +241,7 @@ class StreamingReply:
         if self._done or self._error is not None:
             return
         try:
-            await self._final_sync(note)
+            await self._final_sync_or_resend(note)
             self._done = True
         except (ChatUnavailable, TelegramError) as error:
             _LOG.warning("chat %s: could not show the aborted reply: %s", self.chat_id, error)
@@ -237,6 +289,39 @@ class StreamingReply:
         if not task.cancelled() and (error := task.exception()) is not None:
             _LOG.warning("chat %s: flusher ended with %r", self.chat_id, error)
 
+    async def _final_sync_or_resend(self, footer: str) -> None:
+        """The final edits; if they keep failing, the parts not yet shown as new plain-text
+        messages (so a malformed answer or a dead message never loses the final text)."""
+        try:
+            await self._final_sync(footer)
+            return
+        except ChatUnavailable:
+            raise
+        except TelegramError as error:
+            _LOG.warning("chat %s: final edit failed (%r); sending it anew", self.chat_id, error)
+        renders = self._renders(final=True, footer=footer)
+        async with self._lock:
+            for index, render in enumerate(renders):
+                if index < len(self._shown) and self._shown[index] == render:
+                    continue
+                message = await self._send(render.plain, None)
+                if index < len(self.message_ids):
+                    stale, self.message_ids[index] = self.message_ids[index], message.message_id
+                    self._shown[index] = render
+                    await self._delete_quietly(stale)
+                else:
+                    self.message_ids.append(message.message_id)
+                    self._shown.append(render)
+                self._plain.add(index)
+
+    async def _delete_quietly(self, message_id: int) -> None:
+        """Remove a message the final text replaced; if that fails, it only shows less."""
+        try:
+            await self._call(lambda: self._bot.delete_message(self.chat_id, message_id))
+        except (ChatUnavailable, TelegramError) as error:
+            _LOG.info("chat %s: could not delete replaced #%s: %r", self.chat_id, message_id,
+                      error)
+
     async def _final_sync(self, footer: str) -> None:
         for attempt in range(1, self.final_attempts + 1):
             delay = self._next_at - self._clock()
@@ -247,7 +332,9 @@ class StreamingReply:
                 return
             except BadRequest:
                 raise
-            except NetworkError as error:
+            except TelegramError as error:
+                if not isinstance(error, NetworkError) and not _is_malformed(error):
+                    raise
                 if attempt == self.final_attempts:
                     raise
                 _LOG.warning("chat %s: final flush failed (%r), again", self.chat_id, error)
@@ -338,7 +425,7 @@ class StreamingReply:
         that, as plain text."""
         if not plain:
             try:
-                return await self._call(lambda: self._put(message_id, render.html, ParseMode.HTML))
+                return await self._put(message_id, render.html, ParseMode.HTML)
             except BadRequest as error:
                 if "can't parse entities" not in error.message.lower():
                     raise
@@ -349,26 +436,79 @@ class StreamingReply:
                 )
                 if index is not None:
                     self._plain.add(index)
-        return await self._call(lambda: self._put(message_id, render.plain, None))
+        return await self._put(message_id, render.plain, None)
 
-    async def _put(self, message_id: int | None, text: str, mode: str | None) -> telegram.Message:
-        if message_id is None:
+    async def _send(self, text: str, mode: str | None) -> telegram.Message:
+        """sendMessage, retried; after an ambiguous failure, remove the lost copy (if any)."""
+        doubts: list[TelegramError] = []
+
+        async def send() -> telegram.Message:
             return await self._bot.send_message(
                 self.chat_id, text, parse_mode=mode, link_preview_options=_NO_PREVIEW
             )
-        result = await self._bot.edit_message_text(
+
+        try:
+            message = await self._call(send, doubts=doubts)
+        except TelegramError:
+            # Given up, but a copy may be in the chat: the next successful send probes for it.
+            self._doubted = self._doubted or bool(doubts)
+            raise
+        if doubts or self._doubted:
+            self._doubted = False
+            await self._remove_lost_copy(message.message_id - 1, text, mode)
+        self.known_floor = max(self.known_floor or 0, message.message_id)
+        return message
+
+    async def _remove_lost_copy(self, message_id: int, text: str, mode: str | None) -> None:
+        """Probe `message_id` with exactly the content we sent: "not modified" proves it is
+        our copy whose answer was lost; delete it. Anything else: not ours, leave it."""
+        if message_id < 1 or (self.known_floor is not None and message_id <= self.known_floor):
+            return
+        try:
+            await self._call(lambda: self._bot.edit_message_text(
+                text, chat_id=self.chat_id, message_id=message_id, parse_mode=mode,
+                link_preview_options=_NO_PREVIEW,
+            ))
+        except BadRequest as error:
+            if "message is not modified" not in error.message.lower():
+                return  # a user's message, or gone: not ours to touch
+            try:
+                await self._call(lambda: self._bot.delete_message(self.chat_id, message_id))
+            except TelegramError as delete_error:
+                _LOG.warning("chat %s: could not delete lost copy #%s: %r", self.chat_id,
+                             message_id, delete_error)
+                return
+            self.lost_copies_deleted += 1
+            _LOG.info("chat %s: deleted #%s, a copy whose reply was lost", self.chat_id,
+                      message_id)
+        except TelegramError as error:
+            _LOG.warning("chat %s: could not probe #%s: %r", self.chat_id, message_id, error)
+        else:
+            # The edit went through: it was a message of ours we did not know of (its earlier
+            # text is lost). Only possible without a known floor; logged for the record.
+            _LOG.warning("chat %s: probe edited #%s, which was not a lost copy",
+                         self.chat_id, message_id)
+
+    async def _put(self, message_id: int | None, text: str, mode: str | None) -> telegram.Message:
+        """Send or edit one message (retried, see ``_call``)."""
+        if message_id is None:
+            return await self._send(text, mode)
+        result = await self._call(lambda: self._bot.edit_message_text(
             text,
             chat_id=self.chat_id,
             message_id=message_id,
             parse_mode=mode,
             link_preview_options=_NO_PREVIEW,
-        )
+        ))
         if not isinstance(result, telegram.Message):  # only for inline messages
             raise TypeError(f"editMessageText answered {result!r}")
         return result
 
-    async def _call(self, request: Callable[[], Awaitable[_T]]) -> _T:
-        """One API call with Telegram's flood control and flaky networks taken care of."""
+    async def _call(
+        self, request: Callable[[], Awaitable[_T]], *, doubts: list[TelegramError] | None = None
+    ) -> _T:
+        """One API call with Telegram's flood control and flaky networks taken care of.
+        Failures after which Telegram may have done the call anyway go into `doubts`."""
         failures = 0
         while True:
             try:
@@ -381,7 +521,11 @@ class StreamingReply:
                 raise ChatUnavailable(self.chat_id, error.message) from error
             except BadRequest:
                 raise
-            except NetworkError as error:  # TimedOut included
+            except TelegramError as error:  # TimedOut, NetworkError, a malformed answer
+                if not isinstance(error, NetworkError) and not _is_malformed(error):
+                    raise
+                if doubts is not None and maybe_processed(error):
+                    doubts.append(error)
                 failures += 1
                 if failures > self.network_retries:
                     raise

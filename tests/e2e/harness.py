@@ -92,10 +92,11 @@ class World:
         return task_id_in(receipt.text)
 
     async def open_chats(self, user: SimUser, workers: int = 5) -> None:
-        """The user has pressed Start in the master's and every worker's chat."""
+        """The user presses Start in the master's chat, and opened every worker's chat earlier
+        (a /start waiting in a stopped worker's chat would wake that worker)."""
         await user.start(MASTER)
         for n in range(1, workers + 1):
-            await user.start(worker_bot(n))
+            user.opened_earlier(worker_bot(n))
 
 
 def add_bots(telegram: TelegramEmulator, workers: int = 5) -> None:

@@ -12,7 +12,7 @@ import pytest
 
 from fleetgram import metrics
 from fleetgram.domain import TaskState
-from tests.e2e.harness import World, wait_task
+from tests.e2e.harness import World, wait_task, wait_until
 
 DASHBOARD = Path(__file__).parents[2] / "charts/fleetgram/dashboards/fleetgram.json"
 
@@ -50,6 +50,10 @@ async def test_a_completed_task_shows_in_the_served_metrics(world: World) -> Non
         task_id = await world.prompt("count me")
         await wait_task(fleet, task_id, TaskState.COMPLETED)
         await world.ada.wait_for_text("fleet_worker1_bot", "✅")
+        # The run's duration is observed as it ends, a moment after its final message shows.
+        duration = "fleetgram_task_duration_seconds_count"
+        await wait_until(lambda: _value(_scrape(port), duration) > _value(before, duration),
+                         message="the task's duration to be observed")
         after = _scrape(port)
     done = 'fleetgram_tasks_total{state="completed"}'
     assert _value(after, done) == _value(before, done) + 1

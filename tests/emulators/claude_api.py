@@ -23,7 +23,12 @@ Behaviour in brief (details in the docstrings below):
   :attr:`ClaudeEmulator.tokens_per_second`; non-streaming answers take the same time.
 * Token counting: ``count_tokens(text) == ceil(len(text) / 4)`` per input block.
 * Prompt caching: breakpoints, prefix matching with a 20-block lookback, TTLs of 5 min / 1 h.
-* Faults: :meth:`ClaudeEmulator.inject` (error statuses) and :meth:`ClaudeEmulator.hang_next`.
+* Context window: a prompt of more than :attr:`ClaudeEmulator.context_window` input tokens is
+  refused (400 ``prompt is too long: N tokens > M maximum``).
+* Faults: :meth:`ClaudeEmulator.inject` (error statuses), :meth:`ClaudeEmulator.hang_next`,
+  and streams that go wrong after they started: :meth:`ClaudeEmulator.trickle_next` (only
+  ``ping`` events), :meth:`ClaudeEmulator.stall_next` (silence) and
+  :meth:`ClaudeEmulator.error_midstream_next` (an ``event: error``).
 """
 
 from __future__ import annotations
@@ -37,7 +42,7 @@ import re
 import secrets
 import string
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -100,6 +105,10 @@ ERROR_MESSAGES: dict[int, str] = {
     504: "Request timed out.",
     529: "Overloaded",
 }
+
+# The status each error type is answered with outside a stream (529 wins for overloaded).
+_STATUS_OF_TYPE: dict[str, int] = {t: s for s, t in sorted(ERROR_TYPES.items(), reverse=True)}
+_STATUS_OF_TYPE["overloaded_error"] = 529
 
 _FILLER = (
     " This is a deterministic reply from the Claude API emulator."
@@ -166,10 +175,20 @@ class _Script:
 
 @dataclass
 class _Fault:
-    kind: str  # "error" | "hang"
+    kind: str  # "error" | "hang" | "trickle" | "stall" | "error_midstream"
     status: int = 0
     retry_after: float | None = None
     should_retry: bool | None = None
+    after_tokens: int = 0  # stream faults: answer tokens sent before the fault plays
+    ping_every: float = 2.0  # trickle
+    error_type: str = "overloaded_error"  # error_midstream
+
+
+class _StreamErrored(Exception):
+    """An ``event: error`` was written: the stream ends there (see error_midstream_next)."""
+
+
+_STREAM_FAULTS = frozenset({"trickle", "stall", "error_midstream"})
 
 
 @dataclass
@@ -653,16 +672,19 @@ class ClaudeEmulator:
     ``f"Answer to: {T[:200]}"`` followed by fixed filler sentences. Scripts are consumed only
     by requests that pass authentication and validation (not by injected faults).
 
-    Faults (:meth:`inject`, :meth:`hang_next`) form one FIFO queue: each request received on
+    Faults (:meth:`inject`, :meth:`hang_next`, :meth:`trickle_next`, :meth:`stall_next`,
+    :meth:`error_midstream_next`) form one FIFO queue: each request received on
     ``/v1/messages`` takes the first pending fault, in the order the faults were added,
-    before authentication and validation.
+    before authentication and validation. A stream fault plays only if the request is then
+    accepted (it is spent on a refused request).
 
     Counters: ``requests``/``request_headers`` record every ``/v1/messages`` request
     (headers with lower-case names; a body that is not JSON is recorded as
     ``{"__raw__": text}``). ``active_streams``, ``completed_streams`` and
     ``cancelled_streams`` count only streaming (``"stream": true``) answers that started;
     a stream counts as cancelled when its client disconnects before ``message_stop`` has
-    been written (or :meth:`stop` aborts it), and generation stops then.
+    been written (or :meth:`stop` aborts it), and generation stops then;
+    ``errored_streams`` counts streams ended by an ``event: error``.
 
     Pace: after ``first_token_latency`` seconds, tokens (see :func:`tokenize`) are emitted
     at ``tokens_per_second``, one per delta, or several (at most 8) when the server has
@@ -680,8 +702,12 @@ class ClaudeEmulator:
         tokens_per_second: float = 200.0,
         first_token_latency: float = 0.0,
         min_cacheable_tokens: int = 0,
+        context_window: int = 200_000,
     ) -> None:
         self.api_key = api_key
+        # Input tokens a prompt may have (tools + system + messages, as count_tokens counts
+        # them); more is refused with the API's 400 "prompt is too long".
+        self.context_window = context_window
         self._tokens_per_second = float(tokens_per_second)
         self.first_token_latency = first_token_latency
         self.min_cacheable_tokens = min_cacheable_tokens
@@ -690,6 +716,7 @@ class ClaudeEmulator:
         self.request_headers: list[dict[str, str]] = []
         self.completed_streams = 0
         self.cancelled_streams = 0
+        self.errored_streams = 0  # ended by an ``event: error`` (error_midstream_next)
         self.active_streams = 0
         self._scripts: list[_Script] = []
         self._faults: deque[_Fault] = deque()
@@ -780,6 +807,54 @@ class ClaudeEmulator:
         for _ in range(count):
             self._faults.append(_Fault("hang"))
 
+    def trickle_next(
+        self, count: int = 1, *, ping_every: float = 2.0, text_tokens: int = 0
+    ) -> None:
+        """The next ``count`` streams send ``text_tokens`` tokens, then only pings, forever.
+
+        "Event streams may also include any number of ``ping`` events"
+        (https://docs.claude.com/en/docs/build-with-claude/streaming#ping-events); the SDK
+        skips them (``anthropic/_streaming.py``: ``if sse.event == "ping": continue``).
+        A stream that only pings never trips the HTTP client's read timeout, yet never
+        progresses: only the caller's own watchdog ends it. The stream ends (counted in
+        ``cancelled_streams``) when the client disconnects or on :meth:`stop`. A
+        non-streaming request hangs instead (it has no way to ping).
+        """
+        for _ in range(count):
+            self._faults.append(_Fault("trickle", after_tokens=text_tokens, ping_every=ping_every))
+
+    def stall_next(self, count: int = 1, *, after_tokens: int = 5) -> None:
+        """The next ``count`` streams send ``after_tokens`` tokens, then nothing, forever.
+
+        The connection stays open; the client's read timeout fires unless it has none. Once
+        a stream is open the SDK does not wrap transport errors: the caller iterating it gets
+        the HTTP client's own ``httpx2.ReadTimeout`` (anthropic 2.x, ``_streaming.py``), not
+        ``anthropic.APITimeoutError``. Ends like :meth:`trickle_next`.
+        """
+        for _ in range(count):
+            self._faults.append(_Fault("stall", after_tokens=after_tokens))
+
+    def error_midstream_next(
+        self, count: int = 1, *, after_tokens: int = 5, error_type: str = "overloaded_error"
+    ) -> None:
+        """The next ``count`` streams send ``after_tokens`` tokens, then an SSE error event.
+
+        The API documents that errors can arrive inside a 200 stream, e.g. ``event: error`` /
+        ``{"type": "error", "error": {"type": "overloaded_error", "message": "Overloaded"}}``,
+        "which would normally correspond to an HTTP 529 in a non-streaming context"
+        (https://docs.claude.com/en/docs/build-with-claude/streaming#error-events). The SDK
+        (``_streaming.py``, ``if sse.event == "error"``) raises ``APIStatusError`` with
+        ``status_code`` 200 and that ``body``; nothing is retried. The stream then ends
+        (counted in ``errored_streams``). A non-streaming request gets the error as its
+        status instead (529 for ``overloaded_error``).
+        """
+        if error_type not in _STATUS_OF_TYPE:
+            raise ValueError(f"unknown error type {error_type!r}")
+        for _ in range(count):
+            self._faults.append(
+                _Fault("error_midstream", after_tokens=after_tokens, error_type=error_type)
+            )
+
     def clear_cache(self) -> None:
         """Forget every cached prompt prefix."""
         self._cache.clear()
@@ -793,6 +868,17 @@ class ClaudeEmulator:
         except TimeoutError:
             raise TimeoutError(
                 f"expected {n} cancelled stream(s) within {timeout}s, got {self.cancelled_streams}"
+            ) from None
+
+    async def wait_streaming(self, n: int = 1, timeout: float = 5.0) -> None:
+        """Wait until at least ``n`` streams are open at once; TimeoutError otherwise."""
+        try:
+            async with asyncio.timeout(timeout):
+                while self.active_streams < n:
+                    await self._counters_changed.wait()
+        except TimeoutError:
+            raise TimeoutError(
+                f"expected {n} open stream(s) within {timeout}s, got {self.active_streams}"
             ) from None
 
     # -- internals ---------------------------------------------------------------------------
@@ -855,8 +941,11 @@ class ClaudeEmulator:
         self.requests.append(body)
         self.request_headers.append({k.lower(): v for k, v in request.headers.items()})
 
+        stream_fault: _Fault | None = None
         try:
-            if self._faults:
+            if self._faults and self._faults[0].kind in _STREAM_FAULTS:
+                stream_fault = self._faults.popleft()  # plays once the answer is under way
+            elif self._faults:
                 fault = self._faults.popleft()
                 if fault.kind == "hang":
                     await asyncio.Event().wait()  # cancelled when the client disconnects
@@ -872,6 +961,7 @@ class ClaudeEmulator:
             if parse_error is not None:
                 raise _invalid(parse_error)
             _validate(body)
+            self._check_context_window(body)
         except _ApiError as error:
             return self._error_response(error, request_id)
 
@@ -889,7 +979,13 @@ class ClaudeEmulator:
             "usage": usage.to_dict(),
         }
         if body.get("stream"):
-            return await self._stream(request, request_id, message, output, usage)
+            return await self._stream(request, request_id, message, output, usage, stream_fault)
+        if stream_fault is not None and stream_fault.kind == "error_midstream":
+            error_type = stream_fault.error_type
+            status = _STATUS_OF_TYPE[error_type]
+            return self._error_response(_ApiError(status, error_type=error_type), request_id)
+        if stream_fault is not None:  # trickle / stall: a JSON answer that never comes
+            await asyncio.Event().wait()  # cancelled when the client disconnects
         pacer = _Pacer(self)
         await asyncio.sleep(self.first_token_latency)
         remaining = len(output.text_tokens) + sum(len(tokenize(j)) for j in output.tool_json)
@@ -907,6 +1003,17 @@ class ClaudeEmulator:
         if authorization is not None:
             raise _ApiError(401, "Invalid bearer token")
         raise _ApiError(401, "x-api-key header is required")
+
+    def _check_context_window(self, body: dict[str, Any]) -> None:
+        """Refuse a prompt longer than the context window, with the real API's 400.
+
+        The message is the API's, e.g. "prompt is too long: 208656 tokens > 200000 maximum"
+        (quoted from anthropic.BadRequestError reports: sojohnnysaid/project-guide#2,
+        boldsoftware/exe.dev#62). Checked before the prompt cache is touched.
+        """
+        tokens = sum(segment.tokens for segment in _segments(body))
+        if tokens > self.context_window:
+            raise _invalid(f"prompt is too long: {tokens} tokens > {self.context_window} maximum")
 
     def _account_input(self, body: dict[str, Any]) -> _Usage:
         """Split the prompt's tokens into uncached input, cache reads and cache writes."""
@@ -1031,6 +1138,7 @@ class ClaudeEmulator:
         message: dict[str, Any],
         output: _Output,
         usage: _Usage,
+        fault: _Fault | None = None,
     ) -> web.StreamResponse:
         response = web.StreamResponse(
             status=200,
@@ -1063,6 +1171,7 @@ class ClaudeEmulator:
                 blocks.append(({"type": "text", "text": ""}, output.text_tokens, "text_delta"))
             for tool_use, arguments in zip(output.tool_uses, output.tool_json, strict=True):
                 blocks.append(({**tool_use, "input": {}}, tokenize(arguments), "input_json_delta"))
+            emitted = 0  # answer tokens sent so far (a fault plays once its share is out)
             for index, (block, pieces, delta_type) in enumerate(blocks):
                 await send(
                     "content_block_start",
@@ -1082,9 +1191,14 @@ class ClaudeEmulator:
                     )
                 position = 0
                 while position < len(pieces):
+                    if fault is not None and emitted >= fault.after_tokens:
+                        await self._play(fault, send)
                     n = await pacer.take(len(pieces) - position)
+                    if fault is not None:
+                        n = min(n, fault.after_tokens - emitted)
                     chunk = "".join(pieces[position : position + n])
                     position += n
+                    emitted += n
                     key = "text" if delta_type == "text_delta" else "partial_json"
                     delta = {"type": delta_type, key: chunk}
                     await send(
@@ -1092,6 +1206,8 @@ class ClaudeEmulator:
                         {"type": "content_block_delta", "index": index, "delta": delta},
                     )
                 await send("content_block_stop", {"type": "content_block_stop", "index": index})
+            if fault is not None:  # the answer was shorter than the tokens before the fault
+                await self._play(fault, send)
             final_usage = usage.to_dict()
             final_usage.pop("cache_creation")
             final_usage.pop("service_tier")
@@ -1110,6 +1226,13 @@ class ClaudeEmulator:
             finished = True
             self.completed_streams += 1
             await response.write_eof()
+        except _StreamErrored:
+            finished = True
+            self.errored_streams += 1
+            try:
+                await response.write_eof()
+            except ConnectionError:
+                pass
         except asyncio.CancelledError:  # the client disconnected (or the server stops)
             if not finished:
                 self.cancelled_streams += 1
@@ -1121,6 +1244,22 @@ class ClaudeEmulator:
             self.active_streams -= 1
             self._notify_counters()
         return response
+
+    @staticmethod
+    async def _play(fault: _Fault, send: Callable[[str, dict[str, Any]], Awaitable[None]]) -> None:
+        """Play a stream fault; returns never (trickle, stall) or by raising _StreamErrored."""
+        if fault.kind == "error_midstream":
+            error = _ApiError(_STATUS_OF_TYPE[fault.error_type], error_type=fault.error_type)
+            await send(
+                "error",
+                {"type": "error", "error": {"type": error.error_type, "message": error.message}},
+            )
+            raise _StreamErrored
+        if fault.kind == "trickle":
+            while True:  # ended by cancellation: the client went away or the server stops
+                await asyncio.sleep(fault.ping_every)
+                await send("ping", {"type": "ping"})
+        await asyncio.Event().wait()  # stall: silence until cancelled
 
 
 class _Pacer:

@@ -18,9 +18,14 @@ included), "message is not modified", per-chat and per-bot flood control (429 + 
 Error descriptions are those of tdlib/telegram-bot-api (``Client.cpp``, ``MessageEntity.cpp``).
 
 For tests and debugging: ``calls`` records every request (``Call.status`` is 0 while a long
-poll waits, 499 when its client went away); ``bot_log(bot)`` narrates a bot's calls and its
-users' actions; ``fail_next`` injects errors; ``wait_until_polling``, ``pending_updates``,
-``callback_answer``, ``SimUser.send_document`` and ``SimUser.block`` go beyond the basics.
+poll waits, 499 when its client went away; ``Call.fault`` names the chaos that hit it);
+``bot_log(bot)`` narrates a bot's calls and its users' actions; ``fail_next`` injects errors;
+``wait_until_polling``, ``pending_updates``, ``callback_answer``, ``SimUser.send_document`` and
+``SimUser.block`` go beyond the basics.
+
+Chaos, as the real service misbehaves (see each method): ``fail_for`` (the front end answers
+5xx for a while), ``flood`` (a 429 storm), ``lose_reply_next`` (processed, but the connection
+drops before the answer) and ``malformed_next`` (HTTP 200 with a body that is not JSON).
 Time (flood control, long polls, ``Call.at``) is the event loop's clock, ``loop.time()``.
 """
 
@@ -35,7 +40,7 @@ import logging
 import math
 import re
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Collection
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -68,6 +73,11 @@ _BOOL_FIELDS = frozenset(
 _BUTTON_ACTIONS = frozenset(
     "url callback_data callback_game pay switch_inline_query switch_inline_query_current_chat "
     "switch_inline_query_chosen_chat login_url web_app copy_text".split()
+)
+# What a 200 that is not the Bot API's answer looks like (a proxy's page; see malformed_next).
+_PROXY_PAGE = (
+    "<!DOCTYPE html>\n<html><head><title>Loading...</title></head>"
+    "<body><p>Please wait.</p></body></html>\n"
 )
 # Update types a bot gets when allowed_updates is empty (all but these three).
 _OPT_IN_UPDATES = frozenset({"chat_member", "message_reaction", "message_reaction_count"})
@@ -110,12 +120,16 @@ class Call:
     at: float
     status: int = 0
     response: dict[str, Any] | None = None
+    # The chaos that hit the call: "outage" / "flood" (not processed), "lost_reply" (processed,
+    # the answer never left), "malformed" (the answer was not JSON); None for a normal call.
+    fault: str | None = None
 
     def __repr__(self) -> str:
         shown = {
             k: (v if len(repr(v)) < 60 else repr(v)[:57] + "...") for k, v in self.params.items()
         }
-        return f"Call({self.method} -> {self.status or 'pending'} {shown})"
+        fault = f" [{self.fault}]" if self.fault else ""
+        return f"Call({self.method} -> {self.status or 'pending'}{fault} {shown})"
 
 
 @dataclass
@@ -809,6 +823,11 @@ class _Bot:
         self.injected: dict[str, collections.deque[ApiError]] = collections.defaultdict(
             collections.deque
         )
+        self.windows: list[_Window] = []  # fail_for / flood, in the order they were set
+        self.lost_replies: collections.Counter[str] = collections.Counter()
+        self.malformed: dict[str, collections.deque[bool]] = collections.defaultdict(
+            collections.deque
+        )  # per method: one entry per pending malformed answer, True if processed first
         self.log: list[str] = []
 
     def user_dict(self) -> dict[str, Any]:
@@ -827,12 +846,63 @@ class _Bot:
         return f"<bot @{self.username} id={self.id} pending_updates={len(self.updates)}>"
 
 
+@dataclass
+class _Window:
+    """A stretch of time during which a bot's matching calls fail without being processed."""
+
+    kind: str  # "outage" (fail_for) | "flood"
+    until: float  # the event loop's clock
+    methods: frozenset[str] | None  # lower-case; None: every method but getUpdates
+    chat_id: int | str | None = None
+    code: int = 502
+    description: str = "Bad Gateway"
+    json_body: bool = False
+
+    def matches(self, method: str, params: dict[str, Any]) -> bool:
+        name = method.lower()
+        if self.methods is None and name == "getupdates":
+            return False
+        if self.methods is not None and name not in self.methods:
+            return False
+        return self.chat_id is None or params.get("chat_id") == self.chat_id
+
+
+class _FrontEndError(Exception):
+    """An answer of Telegram's front end (nginx), not of the Bot API: an HTML error page.
+
+    Seen in the wild, e.g. nickoala/telepot#31 and seikur0/PGO-mapscan-opt#179: a 502 whose
+    body is ``<html><head><title>502 Bad Gateway</title></head>...<center>nginx/...</center>``.
+    python-telegram-bot 22 (``telegram/request/_baserequest.py``, ``_request_wrapper``) cannot
+    parse it as JSON and raises ``NetworkError("Bad Gateway (502). Parsing the server response
+    b'<html>...' failed")`` (``BadRequest``/``Forbidden``/``InvalidToken``/``Conflict`` for
+    400/403/401,404/409) chained from ``TelegramError("Invalid server response")``.
+    """
+
+    def __init__(self, code: int, description: str) -> None:
+        super().__init__(f"{code} {description}")
+        self.code, self.description = code, description
+
+    def page(self) -> str:
+        title = f"{self.code} {self.description}"
+        return (
+            f"<html>\r\n<head><title>{title}</title></head>\r\n<body>\r\n"
+            f"<center><h1>{title}</h1></center>\r\n<hr><center>nginx/1.18.0</center>\r\n"
+            "</body>\r\n</html>\r\n"
+        )
+
+
 def _int_arg(params: dict[str, Any], key: str, default: int) -> int:
     """An integer argument; like the Bot API, anything unparsable counts as the default."""
     try:
         return int(params[key])
     except (KeyError, TypeError, ValueError):
         return default
+
+
+def _method_set(methods: Collection[str] | None) -> frozenset[str] | None:
+    if isinstance(methods, str):
+        methods = [methods]
+    return None if methods is None else frozenset(m.lower() for m in methods)
 
 
 def _now() -> float:
@@ -878,6 +948,12 @@ class SimUser:
 
     async def start(self, bot: str) -> int:
         return await self.send(bot, "/start")
+
+    def opened_earlier(self, bot: str) -> None:
+        """The user pressed Start in the chat with ``bot`` some time ago: the bot may write to
+        them, and that /start was consumed long since (no update is waiting for the bot)."""
+        chat = self._emu._chat(self._emu._bot(bot), self)
+        chat.opened, chat.blocked = True, False
 
     async def send_document(
         self,
@@ -1106,6 +1182,83 @@ class TelegramEmulator:
         queue = self._bot(bot).injected[method.lower()]
         queue.extend(ApiError(error_code, description, retry_after) for _ in range(count))
 
+    def fail_for(
+        self,
+        bot: str,
+        seconds: float,
+        *,
+        methods: Collection[str] | None = None,
+        code: int = 502,
+        description: str = "Bad Gateway",
+        json_body: bool = False,
+    ) -> None:
+        """For the next ``seconds``, calls of ``bot`` fail at Telegram's front end, unprocessed.
+
+        ``methods``: the methods hit (None: every method but getUpdates). The answer is HTTP
+        ``code`` with nginx's HTML error page (see :class:`_FrontEndError`; python-telegram-bot
+        raises ``NetworkError("Bad Gateway (502). Parsing the server response ... failed")``),
+        or with ``json_body`` the Bot API's own ``{"ok": false, "error_code": 502,
+        "description": "Bad Gateway"}`` (also seen: eternnoir/pyTelegramBotAPI#1780; PTB raises
+        ``NetworkError("Bad Gateway")``). Nothing is processed: no message is sent or edited.
+        """
+        self._bot(bot).windows.append(
+            _Window(
+                "outage",
+                _now() + seconds,
+                _method_set(methods),
+                code=code,
+                description=description,
+                json_body=json_body,
+            )
+        )
+
+    def flood(
+        self,
+        bot: str,
+        seconds: float,
+        *,
+        chat_id: int | str | None = None,
+        methods: Collection[str] | None = None,
+    ) -> None:
+        """A 429 storm for the next ``seconds``: matching calls of ``bot`` are refused.
+
+        Matching: to ``methods`` (None: every method but getUpdates), and to ``chat_id`` when
+        given. Each answer is the Bot API's 429 ``{"ok": false, "error_code": 429,
+        "description": "Too Many Requests: retry after N", "parameters": {"retry_after": N}}``
+        (https://core.telegram.org/bots/api#responseparameters: "the number of seconds left
+        to wait before the request can be repeated") with N = the whole seconds left in the
+        storm, at least 1; python-telegram-bot raises ``RetryAfter`` with that ``retry_after``.
+        Nothing is processed.
+        """
+        self._bot(bot).windows.append(
+            _Window("flood", _now() + seconds, _method_set(methods), chat_id=chat_id)
+        )
+
+    def lose_reply_next(self, bot: str, method: str, count: int = 1) -> None:
+        """The next ``count`` calls of ``method`` are processed, then the answer is lost.
+
+        The server does the work (a sendMessage's message appears in the chat) and closes the
+        connection without writing a response, as when a connection drops mid-request:
+        httpx raises ``RemoteProtocolError("Server disconnected without sending a response.")``
+        and python-telegram-bot (``_httpxrequest.py``, ``do_request``) turns it into
+        ``NetworkError("httpx.RemoteProtocolError: Server disconnected without sending a
+        response.")``. The client cannot tell whether the call took effect.
+        """
+        self._bot(bot).lost_replies[method.lower()] += count
+
+    def malformed_next(
+        self, bot: str, method: str, count: int = 1, processed: bool = False
+    ) -> None:
+        """The next ``count`` calls of ``method`` are answered HTTP 200 with a non-JSON body.
+
+        ``processed``: the call takes effect first and its answer arrives cut short (a
+        truncated JSON document); otherwise nothing is processed and the body is an HTML page
+        (what a misbehaving proxy returns). python-telegram-bot's ``parse_json_payload``
+        (``_baserequest.py``) raises ``TelegramError("Invalid server response")`` (the base
+        class: not a ``NetworkError``).
+        """
+        self._bot(bot).malformed[method.lower()].extend([processed] * count)
+
     def history(self, bot: str, user_id: int) -> list[ChatMessage]:
         return self._users[user_id].chat(bot)
 
@@ -1232,6 +1385,10 @@ class TelegramEmulator:
         call = Call(token, method, {}, _now())
         self.calls.append(call)
         bot = self._bots.get(token)
+        body: dict[str, Any] | None = None
+        front_end: _FrontEndError | None = None
+        malformed: bool | None = None  # set: answer non-JSON; True: after processing the call
+        lose = False
         try:
             try:
                 call.params = await self._read_params(request)
@@ -1239,14 +1396,27 @@ class TelegramEmulator:
                 raise ApiError(413, "Request Entity Too Large") from None
             if bot is None:
                 raise ApiError(401, "Unauthorized")
-            injected = bot.injected.get(method.lower())
-            if injected:
-                raise injected.popleft()
-            handler = self._methods.get(method.lower())
-            if handler is None:
-                raise ApiError(404, "Not Found")
-            body: dict[str, Any] = {"ok": True, "result": await handler(bot, call.params)}
-            call.status = 200
+            self._check_windows(bot, call)
+            pending_malformed = bot.malformed.get(method.lower())
+            if pending_malformed:
+                malformed = pending_malformed.popleft()
+                call.fault = "malformed"
+            elif bot.lost_replies[method.lower()] > 0:
+                bot.lost_replies[method.lower()] -= 1
+                lose, call.fault = True, "lost_reply"
+            if malformed is False:
+                call.status = 200  # nothing processed: the body is not the Bot API's
+            else:
+                injected = bot.injected.get(method.lower())
+                if injected:
+                    raise injected.popleft()
+                handler = self._methods.get(method.lower())
+                if handler is None:
+                    raise ApiError(404, "Not Found")
+                body = {"ok": True, "result": await handler(bot, call.params)}
+                call.status = 200
+        except _FrontEndError as error:
+            front_end, call.status = error, error.code
         except ApiError as error:
             body, call.status = error.payload(), error.code
         except asyncio.CancelledError:
@@ -1259,17 +1429,56 @@ class TelegramEmulator:
             body, call.status = ApiError(500, f"Internal Server Error: {error!r}").payload(), 500
         call.response = body
         if bot is not None:
-            outcome = "ok" if call.status == 200 else body.get("description")
+            if front_end is not None:
+                outcome = f"front end: {front_end}"
+            elif body is None:
+                outcome = "not processed"
+            else:
+                outcome = "ok" if call.status == 200 and body else (body or {}).get("description")
+            fault = f" [{call.fault}]" if call.fault else ""
             took = f" after {_now() - call.at:.2f}s" if method.lower() == "getupdates" else ""
             bot.log.append(
                 f"{_now():.3f} {method} {json.dumps(call.params, default=str)[:300]} -> "
-                f"{call.status} {outcome}{took}"
+                f"{call.status} {outcome}{fault}{took}"
             )
-        _LOG.debug("%s %s -> %s", method, call.params, call.status)
+        _LOG.debug("%s %s -> %s %s", method, call.params, call.status, call.fault or "")
+        if lose and request.transport is not None:
+            # Processed, but the answer never leaves: closing the connection without a
+            # response is what httpx reports as RemoteProtocolError (see lose_reply_next).
+            request.transport.close()
+            return web.Response()
+        if front_end is not None:
+            return web.Response(
+                text=front_end.page(), status=front_end.code, content_type="text/html"
+            )
+        if malformed is not None:
+            if malformed and body is not None:  # the real answer, cut short in transit
+                whole = json.dumps(body)
+                return web.Response(text=whole[: len(whole) // 2], content_type="application/json")
+            return web.Response(text=_PROXY_PAGE, content_type="text/html")
+        assert body is not None
         headers = {}
         if call.status == 429 and "parameters" in body:
             headers["Retry-After"] = str(body["parameters"]["retry_after"])
         return web.json_response(body, status=call.status, headers=headers)
+
+    def _check_windows(self, bot: _Bot, call: Call) -> None:
+        """Refuse the call if a fail_for outage or a flood covers it (outages win: the front
+        end answers before the Bot API could count anything)."""
+        now = _now()
+        bot.windows = [w for w in bot.windows if w.until > now]
+        hits = [w for w in bot.windows if w.matches(call.method, call.params)]
+        outage = next((w for w in hits if w.kind == "outage"), None)
+        if outage is not None:
+            call.fault = "outage"
+            if outage.json_body:
+                raise ApiError(outage.code, outage.description)
+            raise _FrontEndError(outage.code, outage.description)
+        flood = next((w for w in hits if w.kind == "flood"), None)
+        if flood is not None:
+            call.fault = "flood"
+            seconds = max(1, math.ceil(flood.until - now - 1e-9))
+            raise ApiError(429, f"Too Many Requests: retry after {seconds}", retry_after=seconds)
 
     def _serve_file(self, token: str, path: str) -> web.Response:
         doc = next((f for f in self._files.values() if f["file_path"] == path), None)

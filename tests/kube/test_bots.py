@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from fleetgram.config import Settings
-from fleetgram.domain import TaskState
+from fleetgram.domain import TaskState, WorkerSlot
 from fleetgram.fleet import Fleet, runner_factory
 from fleetgram.kube.objects import LABEL_PHASE, LABEL_WORKER, lease_name, task_of
 from fleetgram.kube.queue import ClusterStore
@@ -60,6 +60,18 @@ async def play_operator(emu: KubeEmulator, workers: list[str]) -> None:
         await asyncio.sleep(0.05)
 
 
+async def idle_slots(store: ClusterStore, timeout: float = 10.0) -> list[WorkerSlot]:
+    """The slots once none of them is on a task (or as they are when `timeout` runs out)."""
+    deadline = asyncio.get_running_loop().time() + timeout
+    while True:
+        slots = await store.get_slots()
+        if all(s.current_task is None for s in slots):
+            return slots
+        if asyncio.get_running_loop().time() > deadline:
+            return slots
+        await asyncio.sleep(0.05)
+
+
 def cluster_settings(world: World) -> Settings:
     return world.settings(
         workers=2, FLEETGRAM_MODE="kubernetes", FLEETGRAM_NAMESPACE=NS, FLEETGRAM_POOL=POOL,
@@ -103,12 +115,14 @@ async def test_a_prompt_runs_through_bottasks_from_master_to_worker(
 
         lease = emu.get("leases", lease_name(POOL, "worker1"), NS)
         assert lease is not None and lease["spec"]["holderIdentity"] == "worker1"
-        [w1, w2] = await fleet.store.get_slots()
+        # The worker records itself idle once the answer is out (right after the last message).
+        w1, w2 = await idle_slots(fleet.store)
         assert (w1.name, w1.username, w1.current_task) == ("worker1", "fleet_worker1_bot", None)
         assert w2.heartbeat_at is None
 
         # The user cancels a running task from the master; the worker stops it.
-        world.claude.tokens_per_second = 20
+        # Slow enough (64 tokens: 16 s) that the cancel lands mid-stream on a loaded machine.
+        world.claude.tokens_per_second = 4
         long_id = await world.prompt("write a long essay")
         await world.ada.wait_for_text(MASTER, f"{long_id} started", timeout=10)
         await world.ada.send(MASTER, f"/cancel {long_id}")

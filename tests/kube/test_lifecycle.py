@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+from datetime import timedelta
+
 import pytest
 
-from fleetgram.domain import Task, TaskState, Usage
+from fleetgram.domain import Task, TaskState, Usage, utcnow
 from fleetgram.kube.objects import BOTTASKS, LABEL_PHASE, LABEL_WORKER, SUMMARY_MAX, iso
 from fleetgram.kube.queue import ClusterStore
 from fleetgram.store import ApiCall, CancelOutcome
@@ -41,7 +43,7 @@ async def test_cancelling_a_pending_task_cancels_it_with_an_event(
     assert labels(emu, task.id) == {LABEL_PHASE: "cancelled"}
     [event] = await store.pending_events()
     assert (event.kind, event.task_id, event.chat_id, event.payload) == (
-        "cancelled", task.id, 70, {"by": "user"},
+        "cancelled", task.id, 70, {"by": "user", "title": task.title},
     )
     # The operator cannot assign it any more: its conditional write would not find it pending,
     # and a worker has nothing to claim.
@@ -123,7 +125,7 @@ async def test_an_operator_may_cancel_anyones_task(store: ClusterStore) -> None:
     result = await store.request_cancel(task.id, None, at(200))
     assert result.outcome is CancelOutcome.CANCELLED
     [event] = await store.pending_events()
-    assert event.payload == {"by": "operator"}
+    assert event.payload == {"by": "operator", "title": task.title}
 
 
 # --- finish ----------------------------------------------------------------------------------
@@ -214,7 +216,8 @@ async def test_a_restarting_worker_puts_back_its_own_tasks(
     assert [(e.kind, e.task_id, e.chat_id) for e in events] == [
         ("requeued", assigned.id, 11), ("requeued", running.id, 12),
     ]
-    assert events[0].payload == {"attempts": 1, "reason": "worker restarted", "worker": "worker1"}
+    assert events[0].payload == {"attempts": 1, "reason": "worker restarted", "worker": "worker1",
+                                 "title": assigned.title}
     still = await store.get_task(others.id)
     assert still is not None and (still.state, still.worker) == (TaskState.ASSIGNED, "worker2")
 
@@ -271,7 +274,7 @@ async def test_api_calls_go_to_the_ledger_and_show_on_the_bottask(
     assert current.state is TaskState.RUNNING  # the usage write changed nothing else
 
 
-async def test_purge_deletes_old_finished_bottasks_and_keeps_their_records(
+async def test_purge_deletes_old_finished_bottasks_and_their_records(
     store: ClusterStore, emu: KubeEmulator
 ) -> None:
     old = [
@@ -292,5 +295,37 @@ async def test_purge_deletes_old_finished_bottasks_and_keeps_their_records(
     assert [t.id for t in await store.list_tasks()] == [recent.id, pending.id, running.id]
     for task_id in old:
         assert await store.get_task(task_id) is None
-        assert await store.inner.get_task(task_id) is not None  # the record outlives the queue
+        assert await store.inner.get_task(task_id) is None  # the retention covers the record
+    assert await store.inner.get_task(recent.id) is not None
     assert await store.purge_finished(at(500)) == 0
+
+
+async def test_purge_removes_the_records_of_tasks_whose_bottask_expired_earlier(
+    store: ClusterStore, emu: KubeEmulator
+) -> None:
+    task = await store.create_task(make_task(state=TaskState.COMPLETED, worker="worker1",
+                                             completed_at=at(10)))
+    emu.delete("bottasks", task.id, NS)  # the operator's TTL was quicker
+
+    assert await store.purge_finished(at(500)) == 1
+
+    assert await store.inner.get_task(task.id) is None
+
+
+async def test_purge_deletes_old_ledger_rows_and_delivered_events(
+    store: ClusterStore, emu: KubeEmulator
+) -> None:
+    task = await _running(store, emu)
+    await store.record_api_call(ApiCall(task.id, "worker1", "claude", Usage(7, 3, 0, 0, 0.01)))
+    delivered = await store.add_event("a", {})
+    await store.mark_event_delivered(delivered)
+    inner = store.inner
+    assert isinstance(inner, SqlStore)
+
+    await store.purge_finished(utcnow() + timedelta(days=1))
+
+    assert await inner.api_calls(task.id) == []
+    async with inner._read() as tx:
+        assert await tx.fetchall("SELECT id FROM events") == []
+    still = await store.get_task(task.id)
+    assert still is not None and still.state is TaskState.RUNNING

@@ -53,9 +53,13 @@ def test_the_fleetgram_operator_command_runs_kopf(kube_emulator: KubeEmulator,
     make_pool(emu, 2, minWorkers=1)
     env = {k: v for k, v in os.environ.items() if k != "DATABASE_URL"}
     env.update(BASE, FLEETGRAM_NAMESPACE=NS, OPERATOR_INTERVAL="0.3",
-               KUBECONFIG=os.environ["KUBECONFIG"])
-    command = [str(Path(sys.executable).parent / "fleetgram"), "--env-file",
-               str(tmp_path / "none.env"), "operator"]
+               KUBECONFIG=os.environ["KUBECONFIG"],
+               # The operator peeks at stopped workers' chats: never at the real Telegram.
+               TELEGRAM_API_URL="http://127.0.0.1:9")
+    empty = tmp_path / "empty.env"  # settings from the environment only, as in a pod
+    empty.write_text("")
+    command = [str(Path(sys.executable).parent / "fleetgram"), "--env-file", str(empty),
+               "operator"]
     proc = subprocess.Popen(command, env=env, cwd=tmp_path, stdout=subprocess.PIPE,
                             stderr=subprocess.STDOUT, text=True)
     try:

@@ -20,7 +20,7 @@ async def test_cancelling_a_pending_task_cancels_it_with_an_event(store: SqlStor
         "cancelled",
         task.id,
         70,
-        {"by": "user"},
+        {"by": "user", "title": task.title},
     )
 
 
@@ -75,4 +75,4 @@ async def test_an_operator_may_cancel_anyones_task(store: SqlStore) -> None:
     result = await store.request_cancel(task.id, None, at(200))
     assert result.outcome is CancelOutcome.CANCELLED
     [event] = await store.pending_events()
-    assert event.payload == {"by": "operator"}
+    assert event.payload == {"by": "operator", "title": task.title}

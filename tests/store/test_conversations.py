@@ -2,6 +2,8 @@ from __future__ import annotations
 
 from typing import Any
 
+import pytest
+
 from fleetgram.store.sql import SqlStore
 from tests.store.support import OpenStore
 
@@ -88,3 +90,41 @@ async def test_an_old_conversation_keeps_its_turns_after_a_new_one_starts(
     new = await store.new_conversation("worker1", 7)
     assert await store.load_turns(old) == EXCHANGE[:1]
     assert await store.load_turns(new) == []
+
+
+async def test_replacing_the_turns_leaves_only_the_new_ones(store: SqlStore) -> None:
+    conversation = await store.active_conversation("worker1", 100)
+    await store.append_turns(conversation, EXCHANGE, "t-aaaaa")
+    summary = [
+        {"role": "user", "content": [{"type": "text", "text": "Summary: README describes it."}]},
+        {"role": "assistant", "content": [{"type": "text", "text": "Understood."}]},
+    ]
+    await store.replace_turns(conversation, summary)
+    assert await store.load_turns(conversation) == summary
+
+
+async def test_turns_appended_after_a_replacement_follow_it(store: SqlStore) -> None:
+    conversation = await store.active_conversation("worker1", 100)
+    await store.append_turns(conversation, EXCHANGE, "t-aaaaa")
+    await store.replace_turns(conversation, EXCHANGE[:2])
+    await store.append_turns(conversation, EXCHANGE[2:], "t-bbbbb")
+    assert await store.load_turns(conversation) == EXCHANGE
+
+
+async def test_replacing_turns_touches_no_other_conversation(store: SqlStore) -> None:
+    mine = await store.active_conversation("worker1", 100)
+    other = await store.active_conversation("worker1", 200)
+    await store.append_turns(mine, EXCHANGE, None)
+    await store.append_turns(other, EXCHANGE, None)
+    await store.replace_turns(mine, [])
+    assert await store.load_turns(mine) == []
+    assert await store.load_turns(other) == EXCHANGE
+
+
+async def test_replacing_turns_of_an_unknown_conversation_fails_and_changes_nothing(
+    store: SqlStore,
+) -> None:
+    with pytest.raises(KeyError):
+        await store.replace_turns(424242, EXCHANGE)
+    async with store._read() as tx:
+        assert await tx.fetchall("SELECT * FROM turns") == []

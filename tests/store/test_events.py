@@ -33,3 +33,23 @@ async def test_a_delivered_event_is_no_longer_pending(store: SqlStore) -> None:
 async def test_pending_events_returns_at_most_limit_events(store: SqlStore) -> None:
     ids = [await store.add_event("e", {"n": n}) for n in range(5)]
     assert [e.id for e in await store.pending_events(limit=2)] == ids[:2]
+
+
+async def test_a_new_event_has_had_no_ambiguous_send(store: SqlStore) -> None:
+    await store.add_event("a", {})
+    [event] = await store.pending_events()
+    assert event.ambiguous_sends == 0
+
+
+async def test_ambiguous_sends_are_counted_on_the_event(store: SqlStore) -> None:
+    event_id = await store.add_event("a", {})
+    other = await store.add_event("b", {})
+    assert await store.record_ambiguous_send(event_id) == 1
+    assert await store.record_ambiguous_send(event_id) == 2
+    assert [(e.id, e.ambiguous_sends) for e in await store.pending_events()] == [
+        (event_id, 2), (other, 0),
+    ]
+
+
+async def test_an_ambiguous_send_of_an_unknown_event_counts_nothing(store: SqlStore) -> None:
+    assert await store.record_ambiguous_send(424242) == 0

@@ -2,7 +2,8 @@ from __future__ import annotations
 
 from datetime import timedelta
 
-from fleetgram.domain import TaskState, utcnow
+from fleetgram.domain import TaskState, Usage, utcnow
+from fleetgram.store import ApiCall
 from fleetgram.store.sql import SqlStore
 from tests.store.support import at, make_task
 
@@ -38,3 +39,31 @@ async def test_purge_deletes_delivered_events_and_keeps_undelivered_ones(store: 
     async with store._read() as tx:
         left = await tx.fetchall("SELECT id FROM events ORDER BY id")
     assert [row["id"] for row in left] == [undelivered]
+
+
+async def test_purge_deletes_ledger_rows_older_than_the_cutoff_and_keeps_newer_ones(
+    store: SqlStore,
+) -> None:
+    task = await store.create_task(make_task())
+    await store.record_api_call(ApiCall(task.id, "worker1", "claude-x", Usage(1, 1)))
+    await store.record_api_call(ApiCall(task.id, "worker1", "claude-x", Usage(2, 2)))
+    async with store._write() as tx:  # the first call was made long ago
+        await tx.execute("UPDATE api_calls SET created_at = ? WHERE input_tokens = 1", at(0))
+
+    await store.purge_finished(at(500))
+
+    assert [c.usage for c in await store.api_calls(task.id)] == [Usage(2, 2)]
+    kept = await store.get_task(task.id)
+    assert kept is not None and kept.usage == Usage(3, 3)  # the task's totals are its own
+
+
+async def test_purge_deletes_worker_replies_left_over_since_before_the_cutoff(
+    store: SqlStore,
+) -> None:
+    await store.remember_reply("worker5", "t-stale", 1000, 1)
+    await store.remember_reply("worker5", "t-fresh", 1000, 2)
+    async with store._write() as tx:  # worker5 died long ago and never came back
+        await tx.execute("UPDATE worker_replies SET created_at = ? WHERE task_id = 't-stale'",
+                         at(0))
+    await store.purge_finished(at(500))
+    assert await store.leftover_replies("worker5") == [("t-fresh", 1000, 2)]

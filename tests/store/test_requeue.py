@@ -30,6 +30,7 @@ async def test_a_dead_workers_tasks_go_back_to_pending_with_an_event(store: SqlS
         "attempts": 1,
         "reason": "worker1 went offline",
         "worker": "worker1",
+        "title": assigned.title,
     }
 
 
@@ -89,3 +90,91 @@ async def test_requeue_cancels_a_task_whose_cancel_was_requested(store: SqlStore
     assert (cancelled.state, cancelled.completed_at) == (TaskState.CANCELLED, at(200))
     [event] = await store.pending_events()
     assert event.kind == "cancelled"
+
+
+# --- one task: the safety net for a task running on a worker that is not running it ---------
+
+
+async def test_one_task_goes_back_to_pending_with_its_attempts_and_title(
+    store: SqlStore,
+) -> None:
+    task = await store.create_task(make_task(chat_id=11))
+    await store.claim_next("worker1", at(100))
+    await store.mark_running(task.id, "worker1", at(101))
+
+    requeued = await store.requeue_task(
+        task.id, "worker1", at(200), max_attempts=3, reason="worker1 was not running it"
+    )
+
+    assert requeued is not None
+    assert (requeued.state, requeued.worker, requeued.attempts, requeued.started_at) == (
+        TaskState.PENDING, None, 1, None,
+    )
+    assert await store.get_task(task.id) == requeued
+    [event] = await store.pending_events()
+    assert (event.kind, event.task_id, event.chat_id, event.payload) == (
+        "requeued", task.id, 11,
+        {"attempts": 1, "reason": "worker1 was not running it", "worker": "worker1",
+         "title": task.title},
+    )
+
+
+async def test_requeueing_one_task_leaves_the_workers_other_tasks_alone(
+    store: SqlStore,
+) -> None:
+    first = await store.create_task(make_task())
+    second = await store.create_task(make_task())
+    await store.claim_next("worker1", at(100))
+    await store.claim_next("worker1", at(101))
+
+    await store.requeue_task(first.id, "worker1", at(200), max_attempts=3, reason="x")
+
+    still = await store.get_task(second.id)
+    assert still is not None and (still.state, still.worker) == (TaskState.ASSIGNED, "worker1")
+
+
+async def test_one_task_that_used_its_attempts_fails_with_its_title(store: SqlStore) -> None:
+    task = await store.create_task(make_task())
+    await store.claim_next("worker1", at(100))
+
+    failed = await store.requeue_task(task.id, "worker1", at(200), max_attempts=1,
+                                      reason="stuck")
+
+    assert failed is not None
+    assert (failed.state, failed.error, failed.completed_at) == (
+        TaskState.FAILED, "stuck; gave up after 1 attempts", at(200),
+    )
+    [event] = await store.pending_events()
+    assert (event.kind, event.payload["title"], event.payload["error"]) == (
+        "failed", task.title, failed.error,
+    )
+
+
+async def test_one_task_whose_cancel_was_requested_is_cancelled(store: SqlStore) -> None:
+    task = await store.create_task(make_task())
+    await store.claim_next("worker1", at(100))
+    await store.request_cancel(task.id, task.user_id, at(150))
+
+    cancelled = await store.requeue_task(task.id, "worker1", at(200), max_attempts=3,
+                                         reason="x")
+
+    assert cancelled is not None and cancelled.state is TaskState.CANCELLED
+    [event] = await store.pending_events()
+    assert (event.kind, event.payload["title"]) == ("cancelled", task.title)
+
+
+async def test_a_task_no_longer_on_that_worker_is_not_requeued(store: SqlStore) -> None:
+    elsewhere = await store.create_task(make_task())
+    await store.claim_next("worker2", at(100))
+    finished = await store.create_task(make_task())
+    await store.claim_next("worker1", at(101))
+    done = await store.finish_task(finished.id, "worker1", TaskState.COMPLETED, at(102),
+                                   result="ok")
+    waiting = await store.create_task(make_task())
+
+    for task_id in (elsewhere.id, finished.id, waiting.id, "t-nope2"):
+        assert await store.requeue_task(task_id, "worker1", at(200), max_attempts=3,
+                                        reason="x") is None
+    assert await store.get_task(finished.id) == done
+    assert (await store.get_task(elsewhere.id)).worker == "worker2"  # type: ignore[union-attr]
+    assert await store.pending_events() == []

@@ -303,16 +303,17 @@ async def test_network_errors_are_retried() -> None:
         assert [m.text for m in bot_messages(user)] == ["arrives anyway"]
 
 
-async def test_finish_can_be_called_again_when_the_network_gave_up() -> None:
+async def test_the_final_text_is_sent_anew_when_the_final_edit_keeps_failing() -> None:
     async with chat() as (emu, bot, user):
         reply = StreamingReply(bot, USER_ID, min_interval=INTERVAL)
         reply.network_retries, reply.final_attempts = 0, 1
         await reply.start()
         emu.fail_next(BOT, "editMessageText", 502, "Bad Gateway")
         reply.append("the final text")
-        with pytest.raises(telegram.error.NetworkError):
-            await reply.finish()
         await reply.finish()
+        # the stale "…" message was replaced: one message, the final one
+        assert [m.text for m in bot_messages(user)] == ["the final text"]
+        await reply.finish()  # a second finish changes nothing
         assert [m.text for m in bot_messages(user)] == ["the final text"]
 
 
@@ -377,3 +378,100 @@ async def test_finish_stops_the_background_flusher() -> None:
         assert before
         await reply.finish()
         assert all(t.done() for t in before)
+
+
+# ----------------------------------------------------------------------------- lost and garbled
+async def test_a_lost_reply_on_the_header_leaves_one_header_and_no_stale_placeholder() -> None:
+    async with chat() as (emu, bot, user):
+        reply = StreamingReply(bot, USER_ID, header="t-7k2qf · Fix it", min_interval=INTERVAL)
+        reply.backoff_base = 0.05
+        emu.lose_reply_next(BOT, "sendMessage")
+        await reply.start()
+        reply.append("the answer")
+        await reply.finish("done")
+        assert [m.text for m in bot_messages(user)] == ["t-7k2qf · Fix it\nthe answer\n\ndone"]
+        assert len(emu.calls_to(BOT, "sendMessage")) == 2  # the lost one and the resend
+        assert reply.lost_copies_deleted == 1
+
+
+async def test_the_probe_leaves_a_users_message_alone() -> None:
+    async with chat() as (emu, bot, user):
+        reply = StreamingReply(bot, USER_ID, header="Task", min_interval=INTERVAL)
+        reply.backoff_base = 0.05
+        emu.fail_next(BOT, "sendMessage", 502, "Bad Gateway")  # not processed
+        # a TimedOut-like doubt without a lost copy: the message before is the user's /start
+        emu.malformed_next(BOT, "sendMessage", processed=False)
+        await reply.start()
+        await reply.finish()
+        texts = [m.text for m in user.chat(BOT)]
+        assert texts == ["/start", "Task\n(no text)"]
+        assert reply.lost_copies_deleted == 0
+
+
+async def test_the_probe_never_touches_a_message_at_or_below_the_known_floor() -> None:
+    async with chat() as (emu, bot, user):
+        earlier = await bot.send_message(USER_ID, "Task\n…")  # same text as our header, by chance
+        reply = StreamingReply(
+            bot, USER_ID, header="Task", min_interval=INTERVAL, known_floor=earlier.message_id
+        )
+        reply.backoff_base = 0.05
+        emu.malformed_next(BOT, "sendMessage", processed=False)
+        await reply.start()
+        await reply.finish()
+        assert [m.text for m in bot_messages(user)] == ["Task\n…", "Task\n(no text)"]
+
+
+async def test_a_malformed_answer_to_the_final_edit_does_not_lose_the_final_text() -> None:
+    async with chat() as (emu, bot, user):
+        reply = StreamingReply(bot, USER_ID, header="Task", min_interval=INTERVAL)
+        reply.backoff_base = 0.05
+        await reply.start()
+        reply.append("every word of the answer")
+        emu.malformed_next(BOT, "editMessageText", processed=False)
+        await reply.finish("✅ footer")
+        assert [m.text for m in bot_messages(user)] == [
+            "Task\nevery word of the answer\n\n✅ footer"
+        ]
+
+
+async def test_final_edits_that_always_fail_end_in_a_new_message_with_the_final_text() -> None:
+    async with chat() as (emu, bot, user):
+        reply = StreamingReply(bot, USER_ID, header="Task", min_interval=INTERVAL)
+        reply.backoff_base, reply.backoff_max, reply.network_retries = 0.02, 0.05, 1
+        await reply.start()
+        reply.append("the answer")
+        emu.malformed_next(BOT, "editMessageText", count=50, processed=False)
+        await reply.finish("✅ footer")
+        texts = [m.text for m in bot_messages(user)]
+        assert texts[-1] == "Task\nthe answer\n\n✅ footer"
+        assert len(texts) == 1  # the stale "…" was deleted
+
+
+def test_only_failures_after_which_telegram_may_have_acted_count_as_doubtful() -> None:
+    from telegram.error import NetworkError, TelegramError, TimedOut
+
+    from fleetgram.telegram.streaming import maybe_processed
+
+    lost = NetworkError(
+        "httpx.RemoteProtocolError: Server disconnected without sending a response."
+    )
+    assert maybe_processed(lost)
+    assert maybe_processed(TimedOut())
+    assert maybe_processed(TelegramError("Invalid server response"))
+    assert not maybe_processed(NetworkError("httpx.ConnectError: All connection attempts failed"))
+    front_end = NetworkError("Bad Gateway (502). Parsing the server response failed")
+    assert not maybe_processed(front_end)
+
+
+async def test_start_may_be_tried_again_and_removes_a_copy_lost_on_the_way() -> None:
+    async with chat() as (emu, bot, user):
+        reply = StreamingReply(bot, USER_ID, header="Task", min_interval=INTERVAL)
+        reply.backoff_base, reply.network_retries = 0.02, 0
+        emu.lose_reply_next(BOT, "sendMessage")  # processed, answer lost: given up
+        with pytest.raises(telegram.error.NetworkError):
+            await reply.start()
+        await reply.start()  # Telegram is back
+        reply.append("done")
+        await reply.finish()
+        assert [m.text for m in bot_messages(user)] == ["Task\ndone"]
+        assert reply.lost_copies_deleted == 1

@@ -4,7 +4,17 @@ from __future__ import annotations
 
 import pytest
 
-from fleetgram.config import DEFAULT_MODEL, ConfigError, Mode, Settings, load_settings
+from fleetgram.config import (
+    DEFAULT_MODEL,
+    ConfigError,
+    ConfigErrors,
+    EnvFileMissing,
+    Mode,
+    Settings,
+    load_settings,
+    read_env,
+    safe_database_url,
+)
 
 MASTER = "100000001:master-secret-AAAAAAAA"
 WORKER_1 = "200000001:worker-one-BBBBBBBB"
@@ -205,3 +215,123 @@ def test_scaling_settings_are_read_from_the_environment():
         settings.scale_up_threshold,
         settings.scale_down_delay,
     ) == (2, 4, 6, 7.5)
+
+
+# --- every error at once ----------------------------------------------------------------------
+
+
+def test_every_error_is_reported_at_once_each_naming_its_setting():
+    with pytest.raises(ConfigErrors) as caught:
+        load(ANTHROPIC_API_KEY=None, MIN_WORKERS="many", SCALE_DOWN_DELAY="soon",
+             DATABASE_URL="mysql://x", LOG_LEVEL="loud")
+    assert caught.value.settings == [
+        "ANTHROPIC_API_KEY", "MIN_WORKERS", "DATABASE_URL", "LOG_LEVEL", "SCALE_DOWN_DELAY"
+    ]
+    assert all(str(e).startswith(f"{e.setting}: ") for e in caught.value.errors)
+
+
+def test_all_errors_are_still_a_config_error_naming_the_first():
+    error = refused(ANTHROPIC_API_KEY=None, LOG_LEVEL="loud")
+    assert isinstance(error, ConfigErrors)
+    assert error.setting == "ANTHROPIC_API_KEY"
+    assert str(error) == f"{error.errors[0]}; {error.errors[1]}"
+
+
+def test_more_min_workers_than_worker_tokens_is_refused():
+    error = refused(MIN_WORKERS="3")  # VALID has two worker tokens
+    assert error.setting == "MIN_WORKERS" and "worker tokens" in error.problem
+
+
+def test_min_workers_may_equal_the_number_of_worker_tokens():
+    assert load(MIN_WORKERS="2").min_workers == 2
+
+
+def test_min_workers_beyond_the_tokens_is_fine_where_workers_are_not_run_here():
+    env = {**VALID, "MIN_WORKERS": "3"}
+    settings = load_settings(env, dotenv=None, need_workers=False)
+    assert settings.min_workers == 3
+
+
+# --- the settings of the hardening (limits, retention, timeouts) ------------------------------
+
+
+@pytest.mark.parametrize(
+    ("setting", "attribute", "value", "expected"),
+    [
+        ("CLAUDE_STALL_TIMEOUT", "claude_stall_timeout", "45", 45.0),
+        ("CLAUDE_CONTEXT_WINDOW", "claude_context_window", "100000", 100_000),
+        ("COMPACT_AT", "compact_at", "0.7", 0.7),
+        ("MAX_PENDING_PER_USER", "max_pending_per_user", "5", 5),
+        ("PROMPTS_PER_MINUTE", "prompts_per_minute", "6", 6),
+        ("RETENTION_DAYS", "retention_days", "7", 7.0),
+        ("PASTE_MERGE_WINDOW", "paste_merge_window", "0", 0.0),
+        ("STOPPED_WORKER_POLL", "stopped_worker_poll", "2.5", 2.5),
+    ],
+)
+def test_the_hardening_settings_are_read(setting, attribute, value, expected):
+    assert getattr(load(**{setting: value}), attribute) == expected
+
+
+@pytest.mark.parametrize(
+    ("setting", "value"),
+    [
+        ("CLAUDE_STALL_TIMEOUT", "0"),
+        ("CLAUDE_STALL_TIMEOUT", "never"),
+        ("CLAUDE_CONTEXT_WINDOW", "10"),
+        ("COMPACT_AT", "1.5"),
+        ("COMPACT_AT", "0"),
+        ("MAX_PENDING_PER_USER", "0"),
+        ("PROMPTS_PER_MINUTE", "-1"),
+        ("RETENTION_DAYS", "0"),
+        ("PASTE_MERGE_WINDOW", "-1"),
+        ("STOPPED_WORKER_POLL", "0"),
+        ("ANTHROPIC_BASE_URL", "localhost:8080"),
+    ],
+)
+def test_a_bad_hardening_setting_is_refused_by_name(setting, value):
+    assert refused(**{setting: value}).setting == setting
+
+
+def test_the_hardening_defaults():
+    s = load()
+    assert (s.claude_stall_timeout, s.claude_context_window, s.compact_at,
+            s.max_pending_per_user, s.prompts_per_minute, s.retention_days,
+            s.paste_merge_window, s.stopped_worker_poll) == (
+        60.0, 200_000, 0.8, 20, 20, 30.0, 1.5, 5.0)
+
+
+# --- the env file -----------------------------------------------------------------------------
+
+
+def test_an_env_file_named_explicitly_must_exist(tmp_path):
+    with pytest.raises(EnvFileMissing) as caught:
+        read_env(tmp_path / "nope.env", required=True)
+    assert str(caught.value) == f"--env-file {tmp_path / 'nope.env'}: no such file"
+
+
+def test_the_default_env_file_may_be_absent(tmp_path, monkeypatch):
+    monkeypatch.setenv("FLEETGRAM_TEST_MARKER", "1")
+    assert read_env(tmp_path / ".env")["FLEETGRAM_TEST_MARKER"] == "1"
+
+
+def test_the_environment_wins_over_the_env_file(tmp_path, monkeypatch):
+    env_file = tmp_path / "x.env"
+    env_file.write_text("CLAUDE_MODEL=from-file\nFLEETGRAM_ONLY_IN_FILE=yes\n")
+    monkeypatch.setenv("CLAUDE_MODEL", "from-env")
+    env = read_env(env_file, required=True)
+    assert env["CLAUDE_MODEL"] == "from-env" and env["FLEETGRAM_ONLY_IN_FILE"] == "yes"
+
+
+def test_a_database_url_is_shown_without_its_password():
+    assert safe_database_url("postgresql://fleet:s3cret@db:5432/fleet") == \
+        "postgresql://fleet:***@db:5432/fleet"
+    assert safe_database_url("sqlite:///fleet.db") == "sqlite:///fleet.db"
+
+
+@pytest.mark.parametrize("value", ["nan", "inf"])
+def test_a_seconds_setting_that_is_not_a_finite_number_is_refused(value):
+    assert refused(CLAUDE_STALL_TIMEOUT=value).setting == "CLAUDE_STALL_TIMEOUT"
+
+
+def test_a_setting_in_days_says_so_when_refused():
+    assert "number of days" in refused(RETENTION_DAYS="a month").problem

@@ -86,3 +86,42 @@ def test_extra_fields_appear_as_json_keys():
 def test_redact_leaves_ordinary_text_alone():
     text = "worker2 took t-7k2qf at 12:30:45 on 127.0.0.1:8080"
     assert redact(text) == text
+
+
+def test_the_token_in_python_telegram_bots_invalid_token_message_never_appears():
+    from telegram.error import InvalidToken
+
+    try:
+        raise InvalidToken(f"The token `{BOT_TOKEN}` was rejected by the server.")
+    except InvalidToken:
+        rec = logging.LogRecord("telegram.ext", logging.ERROR, __file__, 1, "x", (), sys.exc_info())
+    assert BOT_TOKEN not in formatted(rec)
+
+
+def test_a_configured_secret_that_json_escapes_is_still_redacted():
+    secret = 'pa"ss\\word-42'
+    out = formatted(record("connecting with %s", secret), secrets=(secret,))
+    assert "ss\\\\word" not in out and "pa\\\"ss" not in out and "***" in out
+
+
+def test_an_uncaught_exception_is_logged_redacted_instead_of_printed_raw(capsys):
+    import threading
+
+    from fleetgram import logs
+
+    saved_thread_hook = threading.excepthook
+    saved_hook, saved_handlers = sys.excepthook, logging.getLogger().handlers[:]
+    saved_level = logging.getLogger().level
+    try:
+        logs.configure("INFO", (BOT_TOKEN,))
+        try:
+            raise RuntimeError(f"token {BOT_TOKEN} refused")
+        except RuntimeError:
+            sys.excepthook(*sys.exc_info())
+    finally:
+        sys.excepthook, threading.excepthook = saved_hook, saved_thread_hook
+        logging.getLogger().handlers[:] = saved_handlers
+        logging.getLogger().setLevel(saved_level)
+    err = capsys.readouterr().err
+    assert "uncaught exception" in err and "RuntimeError" in err
+    assert BOT_TOKEN not in err

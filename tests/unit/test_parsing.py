@@ -5,10 +5,12 @@ from __future__ import annotations
 import pytest
 
 from fleetgram.parsing import (
+    PROMPT_MAX,
     TITLE_MAX,
     ParseError,
     PromptRequest,
     make_title,
+    parse_cancel_data,
     parse_priority,
     parse_prompt,
     parse_task_id,
@@ -40,11 +42,15 @@ def test_a_bang_priority_from_1_to_10_sets_the_priority(priority):
     assert parse(f"!{priority} fix the build") == PromptRequest("fix the build", priority, None)
 
 
-@pytest.mark.parametrize("token", ["!0", "!11", "!100"])
+@pytest.mark.parametrize("token", ["!0", "!11", "!100", "!-1", "!-5", "!+11", "!99999999999"])
 def test_a_priority_outside_1_to_10_is_refused_with_a_one_line_message(token):
     message = refusal(f"{token} fix the build")
     assert "\n" not in message
     assert "1" in message and "10" in message
+
+
+def test_a_negative_priority_is_refused_with_the_range_not_queued_as_text():
+    assert refusal("!-1 fix") == "Priority must be between 1 and 10, not -1."
 
 
 def test_parse_priority_refuses_what_is_not_a_bang_number():
@@ -125,7 +131,11 @@ def test_the_prompt_keeps_its_own_line_breaks_after_the_prefix():
 
 
 def test_a_prompt_longer_than_the_limit_is_refused():
-    assert "limit" in refusal("x" * 32001)
+    assert "limit" in refusal("x" * (PROMPT_MAX + 1))
+
+
+def test_a_joined_paste_of_50000_characters_is_one_prompt():
+    assert len(parse("x" * 50_000).prompt) == 50_000
 
 
 # --- /cancel ids ------------------------------------------------------------------------------
@@ -150,6 +160,23 @@ def test_cancel_with_a_malformed_id_explains_what_ids_look_like(bad):
     with pytest.raises(ParseError) as caught:
         parse_task_id([bad])
     assert bad in str(caught.value) and "t-7k2qf" in str(caught.value)
+
+
+def test_cancel_with_an_over_long_argument_answers_briefly_without_echoing_it():
+    with pytest.raises(ParseError) as caught:
+        parse_task_id(["x" * 4090])
+    message = str(caught.value)
+    assert len(message) < 100 and "xxxx" not in message and "t-7k2qf" in message
+
+
+def test_a_cancel_button_carries_a_task_id():
+    assert parse_cancel_data("cancel:t-7k2qf") == "t-7k2qf"
+
+
+@pytest.mark.parametrize("data", ["cancel:<b>x", "cancel:", "cancel:t-7k2qf<b>", "stop:t-7k2qf",
+                                  "cancel:t-7k2qf\n", "cancel:T-7K2QF"])
+def test_crafted_cancel_button_data_is_not_a_task_id(data):
+    assert parse_cancel_data(data) is None
 
 
 # --- titles -----------------------------------------------------------------------------------

@@ -18,6 +18,7 @@ from fleetgram.policy import (
     ScalingSettings,
     decide_scaling,
     quiet_since,
+    split_pending,
 )
 
 from .factories import T0, at, fleet, pending_tasks, task
@@ -38,10 +39,14 @@ def decide(
     *,
     quiet_for: float | None = None,
     settings: ScalingSettings = DEFAULTS,
+    wanted: frozenset[str] = frozenset(),
 ) -> ScaleDecision:
-    """Decide at T0; `quiet_for` is how many seconds the queue has been empty (None: not quiet)."""
+    """Decide at T0; `quiet_for` is how many seconds the queue has been empty (None: not quiet).
+    The view counts the open pending tasks and lists the pinned ones, as the orchestrators
+    read them from the store."""
     since: datetime | None = None if quiet_for is None else at(-quiet_for)
-    return decide_scaling(FleetView(states, pending or [], since, T0), settings)
+    open_count, pinned = split_pending(pending or [])
+    return decide_scaling(FleetView(states, open_count, pinned, since, T0, wanted), settings)
 
 
 def started(slot: str):
@@ -286,7 +291,7 @@ def test_a_pending_task_restarts_the_scale_down_delay():
     since = quiet_since(None, 0, at(-100))  # quiet from T0-100s ...
     since = quiet_since(since, 1, at(-50))  # ... a task arrives at T0-50s and is taken ...
     since = quiet_since(since, 0, at(-30))  # ... quiet again from T0-30s
-    decision = decide_scaling(FleetView(states, [], since, T0), DEFAULTS)
+    decision = decide_scaling(FleetView(states, 0, [], since, T0), DEFAULTS)
     assert since == at(-30)
     assert outcome(decision) == NOTHING
 
@@ -298,3 +303,66 @@ def test_no_second_start_while_a_started_worker_is_still_starting():
 def test_tasks_pinned_to_a_busy_worker_do_not_count_towards_scaling_up():
     waiting = [task(f"t-pin{i}", pinned_worker="worker1") for i in range(5)]
     assert outcome(decide(fleet(BUSY, STOPPED), waiting)) == NOTHING
+
+
+def test_split_pending_counts_open_tasks_and_lists_pinned_ones_in_queue_order():
+    late = task("t-pin02", pinned_worker="worker2", created_at=at(5))
+    early = task("t-pin01", pinned_worker="worker3", created_at=at(1))
+    open_count, pinned = split_pending([*pending_tasks(3), late, early])
+    assert open_count == 3
+    assert [t.id for t in pinned] == ["t-pin01", "t-pin02"]
+
+
+def test_many_open_pending_tasks_scale_up_by_their_count_alone():
+    view = FleetView(fleet(BUSY, STOPPED), 10_000, [], None, T0)
+    assert outcome(decide_scaling(view, DEFAULTS)) == started("worker2")
+
+
+# --- a message waiting in a stopped worker's chat -----------------------------------------
+
+
+def test_a_message_waiting_in_a_stopped_workers_chat_starts_that_worker():
+    settings = ScalingSettings(min_workers=3)
+    states = fleet(IDLE, IDLE, IDLE, STOPPED, STOPPED)
+    decision = decide(states, settings=settings, quiet_for=10, wanted=frozenset({"worker5"}))
+    assert outcome(decision) == started("worker5")
+    assert "worker5's chat" in decision.reason
+
+
+def test_a_wanted_worker_that_already_runs_starts_nothing():
+    decision = decide(fleet(IDLE, STOPPED), wanted=frozenset({"worker1"}))
+    assert outcome(decision) == NOTHING
+
+
+def test_a_wanted_worker_in_error_starts_nothing():
+    decision = decide(fleet(IDLE, ERROR), wanted=frozenset({"worker2"}))
+    assert outcome(decision) == NOTHING
+
+
+def test_pinned_tasks_go_before_wanted_workers():
+    pinned = task("t-pin01", pinned_worker="worker2")
+    decision = decide(fleet(IDLE, STOPPED, STOPPED), [pinned], wanted=frozenset({"worker3"}))
+    assert outcome(decision) == started("worker2")
+
+
+def test_at_max_a_wanted_worker_makes_room_like_a_pinned_task():
+    settings = ScalingSettings(max_workers=2)
+    decision = decide(fleet(IDLE, IDLE, STOPPED), settings=settings,
+                      wanted=frozenset({"worker3"}))
+    assert outcome(decision) == stopped("worker2")
+    assert decision.reason.startswith("making room for worker3")
+
+
+def test_making_room_spares_an_idle_worker_a_pinned_task_waits_for():
+    settings = ScalingSettings(max_workers=2)
+    pinned = task("t-pin01", pinned_worker="worker2")
+    decision = decide(fleet(IDLE, IDLE, STOPPED), [pinned], settings=settings,
+                      wanted=frozenset({"worker3"}))
+    assert outcome(decision) == stopped("worker1")
+
+
+def test_at_max_with_every_worker_busy_the_wanted_worker_waits():
+    settings = ScalingSettings(max_workers=2)
+    decision = decide(fleet(BUSY, BUSY, STOPPED), settings=settings,
+                      wanted=frozenset({"worker3"}))
+    assert outcome(decision) == NOTHING

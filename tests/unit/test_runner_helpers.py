@@ -81,3 +81,23 @@ def test_string_content_in_the_input_is_not_mutated():
 def test_a_lone_first_turn_has_nothing_to_cache():
     messages = [user_turn("hello")]
     assert with_cache_breakpoint(messages) == [user_turn("hello")]
+
+
+# --- describe_error: one line, never empty ----------------------------------------------------
+def test_an_exception_with_an_empty_message_is_described_by_what_it_is():
+    import httpx
+
+    from fleetgram.claude.runner import describe_error
+
+    assert describe_error(httpx.ReadTimeout("")) == "the connection timed out (no data)"
+    assert describe_error(TimeoutError()) == "timed out"
+    assert describe_error(KeyError()) == "KeyError (no details)"
+
+
+def test_a_described_error_is_one_line_of_at_most_200_characters_of_detail():
+    from fleetgram.claude.runner import describe_error
+
+    reason = describe_error(ValueError("first line\nsecond line " + "x" * 500))
+    assert "\n" not in reason
+    assert reason.startswith("ValueError: first line second line")
+    assert len(reason) <= len("ValueError: ") + 200

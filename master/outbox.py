@@ -1,0 +1,295 @@
+"""Delivering the outbox: every notice the master sends about a task (its receipt included).
+
+Two parts. `decide` is pure: given what a send raised, it says what to do (delivered, wait
+until T, resend as plain text, count an ambiguous send, give up). `Outbox` is the I/O loop:
+it reads undelivered events, sends each chat's events in order, one chat never waiting for
+another, and marks an event delivered only once Telegram accepted it (or it was given up on).
+
+Guarantees (issue 7):
+- A 429 is waited out however long it lasts, for that chat only ("blocked until").
+- A send that failed ambiguously (the request may have been processed: a lost reply, a read
+  timeout, an unparsable 200) is resent at most once: after the second ambiguous send the
+  event is marked delivered and logged as possibly lost or duplicated.
+- A 5xx answer or a failed connection (nothing processed) is retried with backoff, forever.
+- HTML that Telegram refuses is resent as plain text; 403 (blocked) gives up with a log line.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass
+from enum import StrEnum
+from typing import Any
+
+import httpx
+from telegram import Bot, InlineKeyboardMarkup
+from telegram.constants import ParseMode
+from telegram.error import (
+    BadRequest,
+    ChatMigrated,
+    Forbidden,
+    NetworkError,
+    RetryAfter,
+    TelegramError,
+    TimedOut,
+)
+
+from fleetgram.domain import Event
+from fleetgram.store.base import Store
+
+log = logging.getLogger(__name__)
+
+# Sends that may have reached the chat; one resend after the first is allowed, no more.
+MAX_AMBIGUOUS_SENDS = 2
+BACKOFF_START = 0.5
+BACKOFF_MAX = 30.0
+
+
+class Action(StrEnum):
+    DELIVERED = "delivered"  # Telegram accepted it
+    WAIT = "wait"  # nothing was processed: try this chat again at `until`
+    PLAIN = "plain"  # the HTML was refused: resend the same text without formatting now
+    AMBIGUOUS = "ambiguous"  # it may have been shown: count it, resend once at most
+    GIVE_UP = "give_up"  # it can never be delivered (blocked, chat gone): log and move on
+
+
+@dataclass(frozen=True)
+class Decision:
+    action: Action
+    until: float = 0.0  # for WAIT and AMBIGUOUS: when this chat may be tried again
+    reason: str = ""
+
+
+def backoff(failures: int) -> float:
+    """Seconds to wait after `failures` consecutive unprocessed failures (1, 2, …)."""
+    return min(BACKOFF_MAX, BACKOFF_START * 2 ** max(0, failures - 1))
+
+
+def retry_after_seconds(error: RetryAfter) -> float:
+    # PTB 22 keeps a timedelta in _retry_after; the public int attribute is deprecated.
+    value: Any = getattr(error, "_retry_after", None) or error.retry_after
+    total = getattr(value, "total_seconds", None)
+    return float(total()) if callable(total) else float(value)
+
+
+def _reached_server(error: BaseException) -> bool | None:
+    """For a transport-level failure: False if the request surely never reached Telegram
+    (connecting failed, no pooled connection), True/None if it may have."""
+    cause = error.__cause__
+    if isinstance(cause, httpx.ConnectError | httpx.ConnectTimeout | httpx.PoolTimeout):
+        return False
+    return None
+
+
+def decide(
+    error: BaseException | None, *, failures: int, html: bool, now: float
+) -> Decision:
+    """What to do after one send. `failures`: unprocessed failures of this notice so far,
+    this one included; `html`: the send used HTML; `now`: the loop's monotonic clock."""
+    if error is None:
+        return Decision(Action.DELIVERED)
+    if isinstance(error, RetryAfter):
+        # Telegram's own figure (https://core.telegram.org/bots/api#responseparameters):
+        # "the number of seconds left to wait before the request can be repeated".
+        return Decision(Action.WAIT, now + retry_after_seconds(error) + 0.1, "429")
+    if isinstance(error, Forbidden | ChatMigrated):
+        return Decision(Action.GIVE_UP, reason=str(error))
+    if isinstance(error, BadRequest):
+        if html and "parse entities" in str(error).lower():
+            return Decision(Action.PLAIN, reason=str(error))
+        return Decision(Action.GIVE_UP, reason=str(error))
+    if isinstance(error, TimedOut):
+        if _reached_server(error) is False:
+            return Decision(Action.WAIT, now + backoff(failures), "connect timeout")
+        return Decision(Action.AMBIGUOUS, now + backoff(1), "timed out")
+    if isinstance(error, NetworkError):
+        if isinstance(error.__cause__, httpx.HTTPError):
+            if _reached_server(error) is False:
+                return Decision(Action.WAIT, now + backoff(failures), str(error))
+            # The connection broke after the request went out (reset, no answer).
+            return Decision(Action.AMBIGUOUS, now + backoff(1), str(error))
+        if str(error).startswith("Unknown error in HTTP implementation"):
+            return Decision(Action.AMBIGUOUS, now + backoff(1), str(error))
+        # Telegram (or its front end) answered with an error status: nothing was processed
+        # (a 502 Bad Gateway, a 500): retry with backoff.
+        return Decision(Action.WAIT, now + backoff(failures), str(error))
+    if type(error) is TelegramError and "invalid server response" in str(error).lower():
+        # An HTTP 200 whose body is not JSON: the call may well have been processed.
+        return Decision(Action.AMBIGUOUS, now + backoff(1), str(error))
+    return Decision(Action.WAIT, now + backoff(failures), repr(error))
+
+
+@dataclass(frozen=True)
+class Outgoing:
+    """One Telegram message of a notice."""
+
+    html: str
+    plain: str
+    markup: InlineKeyboardMarkup | None = None
+
+
+# Turns an event into its messages: [] if it announces nothing, None if it is not ready yet
+# (e.g. a receipt whose queue position is still being counted).
+Compose = Callable[[Event], Awaitable[Sequence[Outgoing] | None]]
+# The private chat an event goes to (None: nowhere).
+Route = Callable[[Event], Awaitable[int | None]]
+
+
+class Outbox:
+    def __init__(
+        self,
+        store: Store,
+        bot: Bot,
+        compose: Compose,
+        route: Route,
+        *,
+        poll_interval: float,
+        batch: int = 500,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.store, self.bot, self.compose, self.route = store, bot, compose, route
+        self.poll_interval, self.batch, self.clock = poll_interval, batch, clock
+        self._blocked_until: dict[int, float] = {}
+        self._failures: dict[int, int] = {}  # event id -> unprocessed failures so far
+        self._sent_parts: dict[int, int] = {}  # event id -> messages already accepted
+        self._plain: set[tuple[int, int]] = set()  # (event id, part) to send without HTML
+        self._wake = asyncio.Event()
+        self._ready = False
+        self._ready_lock = asyncio.Lock()
+
+    async def ensure_ready(self) -> None:
+        """Initialize the bot (its HTTP client, getMe) once; raises while Telegram is out."""
+        if self._ready:
+            return
+        async with self._ready_lock:
+            if not self._ready:
+                await self.bot.initialize()
+                self._ready = True
+
+    def wake(self) -> None:
+        """Something was written to the outbox: look now rather than at the next poll."""
+        self._wake.set()
+
+    async def run(self) -> None:
+        while True:
+            try:
+                progressed = await self.deliver_once()
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                log.exception("outbox delivery failed; retrying")
+                progressed = False
+            if not progressed:
+                self._wake.clear()
+                try:
+                    await asyncio.wait_for(self._wake.wait(), self._idle_wait())
+                except TimeoutError:
+                    pass
+
+    def _idle_wait(self) -> float:
+        now = self.clock()
+        soonest = min((t for t in self._blocked_until.values() if t > now), default=None)
+        wait = self.poll_interval if soonest is None else min(self.poll_interval, soonest - now)
+        return max(0.01, wait)
+
+    async def deliver_once(self) -> bool:
+        """One pass: every chat that is not waiting sends its events in order, concurrently
+        with the other chats. True if any event was settled."""
+        await self.ensure_ready()
+        events = await self.store.pending_events(limit=self.batch)
+        by_chat: dict[int | None, list[Event]] = {}
+        for event in events:
+            by_chat.setdefault(await self.route(event), []).append(event)
+        now = self.clock()
+        runs = [
+            self._deliver_chat(chat, chat_events)
+            for chat, chat_events in by_chat.items()
+            if chat is None or self._blocked_until.get(chat, 0.0) <= now
+        ]
+        settled = await asyncio.gather(*runs)
+        return any(settled)
+
+    async def _deliver_chat(self, chat: int | None, events: list[Event]) -> bool:
+        settled = False
+        for event in events:
+            if chat is None:
+                await self._settle(event)
+                settled = True
+                continue
+            outgoing = await self.compose(event)
+            if outgoing is None:
+                return settled  # not ready: later events of this chat wait behind it
+            if not await self._send_event(chat, event, outgoing):
+                return settled
+            settled = True
+        return settled
+
+    async def _send_event(self, chat: int, event: Event, outgoing: Sequence[Outgoing]) -> bool:
+        """Send the event's remaining messages; True once it is settled (delivered or given
+        up on), False if the chat must wait."""
+        part = self._sent_parts.get(event.id, 0)
+        while part < len(outgoing):
+            message = outgoing[part]
+            html = (event.id, part) not in self._plain
+            error: BaseException | None = None
+            try:
+                await self.bot.send_message(
+                    chat,
+                    message.html if html else message.plain,
+                    parse_mode=ParseMode.HTML if html else None,
+                    reply_markup=message.markup,
+                )
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:
+                error = exc
+            failures = self._failures.get(event.id, 0) + (0 if error is None else 1)
+            verdict = decide(error, failures=failures, html=html, now=self.clock())
+            match verdict.action:
+                case Action.DELIVERED:
+                    part += 1
+                    self._sent_parts[event.id] = part
+                case Action.PLAIN:
+                    self._plain.add((event.id, part))
+                case Action.WAIT:
+                    self._failures[event.id] = failures
+                    self._blocked_until[chat] = verdict.until
+                    log.info("notice waits", extra=_extra(event, chat, verdict))
+                    return False
+                case Action.AMBIGUOUS:
+                    sends = await self.store.record_ambiguous_send(event.id)
+                    if sends >= MAX_AMBIGUOUS_SENDS or sends == 0:
+                        log.warning(
+                            "notice sent ambiguously twice: it may be lost or duplicated; "
+                            "not sending it again",
+                            extra=_extra(event, chat, verdict),
+                        )
+                        part += 1
+                        self._sent_parts[event.id] = part
+                        continue
+                    self._blocked_until[chat] = verdict.until
+                    log.info("notice may have been sent; resending once",
+                             extra=_extra(event, chat, verdict))
+                    return False
+                case Action.GIVE_UP:
+                    log.warning("notice cannot be delivered; dropped",
+                                extra=_extra(event, chat, verdict))
+                    break
+        await self._settle(event)
+        return True
+
+    async def _settle(self, event: Event) -> None:
+        await self.store.mark_event_delivered(event.id)
+        self._failures.pop(event.id, None)
+        self._sent_parts.pop(event.id, None)
+        self._plain = {key for key in self._plain if key[0] != event.id}
+
+
+def _extra(event: Event, chat: int, verdict: Decision) -> dict[str, Any]:
+    return {
+        "event_id": event.id, "kind": event.kind, "task_id": event.task_id, "chat_id": chat,
+        "reason": verdict.reason[:200],
+    }

@@ -10,6 +10,7 @@ from typing import Protocol
 from fleetgram.aio import wait_ended
 from fleetgram.claude.runner import ClaudeRunner
 from fleetgram.config import Settings
+from fleetgram.intake import SlidingWindow
 from fleetgram.store.base import Store
 from fleetgram.worker.bot import WorkerBot
 
@@ -37,13 +38,17 @@ class InProcessRuntime:
         self.store = store
         self.runner_factory = runner_factory
         self.workers: dict[str, WorkerBot] = {}
+        # One PROMPTS_PER_MINUTE window for every worker chat of this process: the limit is
+        # per user across the fleet, not per worker.
+        self.prompt_window = SlidingWindow(settings.prompts_per_minute, 60.0)
         self._starting: dict[str, asyncio.Task[None]] = {}
 
     async def start(self, slot: str) -> None:
         if slot in self.workers or slot in self._starting:
             return
         bot = WorkerBot(
-            slot, self.settings.token_for(slot), self.settings, self.store, self.runner_factory()
+            slot, self.settings.token_for(slot), self.settings, self.store, self.runner_factory(),
+            prompt_window=self.prompt_window,
         )
         self._starting[slot] = asyncio.create_task(self._start(slot, bot), name=f"start-{slot}")
 

@@ -22,4 +22,6 @@ if ! pg_isready -q -h 127.0.0.1 -p 5432 2>/dev/null; then
 fi
 
 .venv/bin/ruff check .
-.venv/bin/pytest "$@"
+# Most tests wait on emulated networks and timers, not on the CPU (a serial run keeps a 2-core
+# machine about a quarter busy), so they run in several processes. PYTEST_WORKERS=0: serial.
+.venv/bin/pytest -n "${PYTEST_WORKERS:-4}" "$@"

@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import time
 from collections.abc import Callable
 from datetime import datetime
 
@@ -30,7 +31,7 @@ from fleetgram.claude.deadline import CallLimits
 from fleetgram.claude.runner import ClaudeRunner
 from fleetgram.config import Settings
 from fleetgram.domain import Task, TaskSource, TaskState, event_payload, new_task_id, utcnow
-from fleetgram.intake import clean_text
+from fleetgram.intake import SlidingWindow, clean_text
 from fleetgram.parsing import PROMPT_MAX, make_title
 from fleetgram.store.base import CancelOutcome, Store
 from fleetgram.telegram.app import build_application, install_allowlist, start_polling, stop_polling
@@ -40,6 +41,7 @@ from fleetgram.worker.steps import (
     NOT_TEXT,
     direct_refusal,
     interrupted_note,
+    prompt_rate_refusal,
 )
 
 log = logging.getLogger(__name__)
@@ -66,6 +68,7 @@ class WorkerBot:
         runner: ClaudeRunner,
         *,
         clock: Callable[[], datetime] = utcnow,
+        prompt_window: SlidingWindow | None = None,
     ) -> None:
         self.slot = slot
         self.settings = settings
@@ -84,6 +87,10 @@ class WorkerBot:
         # Tokens the last call of each conversation carried (prompt and answer): compaction.
         self.context_tokens: dict[int, int] = {}
         self._floors: dict[int, int] = {}  # chat id -> newest message id known there
+        # PROMPTS_PER_MINUTE counts a user's prompts across the fleet: the workers of one
+        # process share the window they are given (see InProcessRuntime); alone, a worker
+        # keeps its own.
+        self.prompt_window = prompt_window or SlidingWindow(settings.prompts_per_minute, 60.0)
         if runner.limits == CallLimits():  # a runner built without limits gets the settings'
             runner.limits = CallLimits(
                 wall=settings.claude_timeout, stall=settings.claude_stall_timeout
@@ -312,20 +319,56 @@ class WorkerBot:
             await message.reply_text(NOT_TEXT)
 
     async def _on_edit(self, update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
-        message = update.effective_message
-        if message is None or message.text is None:
+        message, user = update.effective_message, update.effective_user
+        if message is None or message.text is None or user is None:
             return
-        task = await self.store.find_task_by_message(message.chat_id, message.message_id)
+        task = await self._direct_task(message.chat_id, message.message_id, user.id)
         if task is None:
             return
-        prompt = clean_text(message.text.strip()).text
-        if task.state == TaskState.PENDING and prompt and len(prompt) <= PROMPT_MAX:
+        if task.state.finished:
+            await message.reply_text(
+                f"{task.id} has already finished ({task.state.value}); edits change nothing. "
+                "Send a new message to ask again."
+            )
+            return
+        if task.state == TaskState.PENDING:
+            prompt = clean_text(message.text.strip()).text
+            if not prompt:
+                await message.reply_text(f"That edit is empty; {task.id} keeps its prompt.")
+                return
+            if len(prompt) > PROMPT_MAX:
+                await message.reply_text(
+                    f"That edit is {len(prompt)} characters (the limit is {PROMPT_MAX}); "
+                    f"{task.id} keeps its prompt."
+                )
+                return
             updated = await self.store.update_pending_prompt(task.id, prompt, make_title(prompt))
             if updated is not None:
                 await message.reply_text(f"✏️ {task.id} updated: it runs with your edit.")
                 return
-        if not task.state.finished:
-            await message.reply_text(f"Edits are not applied to a running task ({task.id}).")
+        await message.reply_text(f"Edits are not applied to a running task ({task.id}).")
+
+    async def _direct_task(self, chat_id: int, message_id: int, user_id: int) -> Task | None:
+        """The task written directly in this worker's chat as message `message_id`, if any.
+
+        A private chat's id is the user's id in every bot's chat, so the master's chat (or
+        another worker's) may hold a task made from a message with the same id: a task found
+        by message id counts only if it is this worker's direct task; otherwise this user's
+        unfinished tasks pinned here are searched (bounded by the pending limit)."""
+        found = await self.store.find_task_by_message(chat_id, message_id)
+        if found is not None and self._is_direct_here(found):
+            return found
+        live = await self.store.list_tasks(
+            [TaskState.PENDING, TaskState.ASSIGNED, TaskState.RUNNING], user_id=user_id,
+            pinned=True,
+            limit=self.settings.max_pending_per_user + len(self.settings.slot_names) + 10,
+        )
+        return next(
+            (t for t in live if self._is_direct_here(t) and t.message_id == message_id), None
+        )
+
+    def _is_direct_here(self, task: Task) -> bool:
+        return task.source == TaskSource.DIRECT and task.pinned_worker == self.slot
 
     async def _on_text(self, update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
         message, user, chat = update.effective_message, update.effective_user, update.effective_chat
@@ -344,6 +387,10 @@ class WorkerBot:
             await message.reply_text(
                 f"That prompt is {len(prompt)} characters; the limit is {PROMPT_MAX}."
             )
+            return
+        wait = self.prompt_window.take(user.id, time.monotonic())
+        if wait > 0:
+            await message.reply_text(prompt_rate_refusal(self.settings.prompts_per_minute, wait))
             return
         pending = await self.store.count_tasks([TaskState.PENDING], user_id=user.id)
         if pending >= self.settings.max_pending_per_user:

@@ -9,6 +9,7 @@ one of these endings, and the worker returns to idle whatever happens.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Iterator
 from dataclasses import dataclass
 from enum import StrEnum
@@ -125,3 +126,9 @@ def direct_refusal(chat_type: str | None, has_text: bool) -> str | None:
     if not has_text:
         return NOT_TEXT
     return None
+
+
+def prompt_rate_refusal(limit: int, wait: float) -> str:
+    """The answer to a prompt over PROMPTS_PER_MINUTE (the master's wording)."""
+    return (f"Slow down: at most {limit} prompts a minute (PROMPTS_PER_MINUTE). Nothing was "
+            f"queued; try again in {max(1, math.ceil(wait))} s.")

@@ -782,18 +782,8 @@ class SqlStore(ABC):
             )
             seq = int(row["last"]) if row is not None else 0
             now = utcnow()
-            for turn in turns:
-                seq += 1
-                await tx.execute(
-                    "INSERT INTO turns (conversation_id, seq, role, content, task_id, created_at) "
-                    "VALUES (?, ?, ?, ?, ?, ?)",
-                    conversation_id,
-                    seq,
-                    turn["role"],
-                    json.dumps(turn["content"]),
-                    task_id,
-                    now,
-                )
+            for offset, turn in enumerate(turns, start=1):
+                await self._insert_turn(tx, conversation_id, seq + offset, turn, task_id, now)
 
     async def replace_turns(
         self, conversation_id: int, turns: Sequence[dict[str, Any]]
@@ -807,16 +797,18 @@ class SqlStore(ABC):
             await tx.execute("DELETE FROM turns WHERE conversation_id = ?", conversation_id)
             now = utcnow()
             for seq, turn in enumerate(turns, start=1):
-                await tx.execute(
-                    "INSERT INTO turns (conversation_id, seq, role, content, task_id, created_at) "
-                    "VALUES (?, ?, ?, ?, ?, ?)",
-                    conversation_id,
-                    seq,
-                    turn["role"],
-                    json.dumps(turn["content"]),
-                    None,
-                    now,
-                )
+                await self._insert_turn(tx, conversation_id, seq, turn, None, now)
+
+    @staticmethod
+    async def _insert_turn(
+        tx: Tx, conversation_id: int, seq: int, turn: dict[str, Any], task_id: str | None,
+        now: datetime,
+    ) -> None:
+        await tx.execute(
+            "INSERT INTO turns (conversation_id, seq, role, content, task_id, created_at) "
+            "VALUES (?, ?, ?, ?, ?, ?)",
+            conversation_id, seq, turn["role"], json.dumps(turn["content"]), task_id, now,
+        )
 
     # --- worker chat messages of running tasks -------------------------------------------
     async def remember_reply(

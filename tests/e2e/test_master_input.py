@@ -4,9 +4,6 @@ Each answer is one line; nothing is lost, doubled or run that should not be."""
 
 from __future__ import annotations
 
-import time
-from typing import Any
-
 import pytest
 
 from fleetgram.domain import Task, TaskState
@@ -20,49 +17,8 @@ from tests.e2e.harness import (
     wait_until,
     worker_bot,
 )
-from tests.emulators.telegram_api import SimUser, _CallbackQuery
 
 pytestmark = pytest.mark.e2e
-
-
-# --- what the emulator's SimUser cannot do yet: raw updates ---------------------------------------
-
-
-def edit_message(world: World, user: SimUser, bot: str, message_id: int, text: str) -> None:
-    """The user edits their message: Telegram sends an edited_message update."""
-    emu = world.telegram
-    chat = emu._chat(emu._bot(bot), user)
-    msg = chat.find(message_id)
-    assert msg is not None and not msg.from_bot
-    msg.edit_history.append(msg.text)
-    msg.text = msg.raw_text = text
-    msg.entities, msg.edits, msg.edit_date = [], msg.edits + 1, time.time()
-    emu._enqueue(chat.bot, "edited_message", chat.message_dict(msg))
-
-
-def send_raw(world: World, user: SimUser, bot: str, **content: Any) -> None:
-    """A message of a kind SimUser cannot type (a sticker, a voice note) in the private chat."""
-    emu = world.telegram
-    chat = emu._chat(emu._bot(bot), user)
-    chat.opened = True
-    message = {"message_id": 90_000 + len(chat.messages), "from": user.user_dict(),
-               "chat": user.chat_dict(), "date": int(time.time()), **content}
-    emu._enqueue(chat.bot, "message", message)
-
-
-def press_crafted(world: World, user: SimUser, bot: str, message_id: int, data: str) -> str:
-    """A modified client sends callback data that no button of the bot carries."""
-    emu = world.telegram
-    chat = emu._chat(emu._bot(bot), user)
-    msg = chat.find(message_id)
-    assert msg is not None
-    query_id = str(next(emu._query_ids))
-    chat.bot.callbacks[query_id] = _CallbackQuery(query_id, user.user_id, message_id, data)
-    emu._enqueue(chat.bot, "callback_query", {
-        "id": query_id, "from": user.user_dict(), "message": chat.message_dict(msg),
-        "chat_instance": "42", "data": data,
-    })
-    return query_id
 
 
 async def keep_worker_busy(world: World, fleet: Fleet) -> str:
@@ -113,7 +69,7 @@ async def test_crafted_cancel_data_is_refused_without_breaking_anything(world: W
         await keep_worker_busy(world, fleet)
         task_id = await world.prompt("a pending task stays pending")
         receipt = await world.ada.wait_for_text(MASTER, task_id)
-        query = press_crafted(world, world.ada, MASTER, receipt.message_id, "cancel:<b>x")
+        query = await world.ada.press_raw(MASTER, receipt.message_id, "cancel:<b>x")
         await wait_until(lambda: world.telegram.callback_answer(query), 10, "the answer")
         assert world.telegram.callback_answer(query) == {"text": "That button is not one of mine."}
         task = await fleet.store.get_task(task_id)
@@ -150,14 +106,12 @@ async def test_photos_documents_voice_and_stickers_get_a_reply_saying_what_works
     async with world.fleet() as fleet:
         await world.ada.start(MASTER)
         await world.ada.send_document(MASTER, "notes.txt", b"hello", caption="read this")
-        send_raw(world, world.ada, MASTER, sticker={
-            "file_id": "CAACAgI", "file_unique_id": "AgADx", "type": "regular",
-            "width": 512, "height": 512, "is_animated": False, "is_video": False})
-        send_raw(world, world.ada, MASTER, voice={
-            "file_id": "AwACAgI", "file_unique_id": "AgADv", "duration": 3})
+        await world.ada.send_sticker(MASTER)
+        await world.ada.send_voice(MASTER)
+        await world.ada.send_photo(MASTER, caption="look at this")
         await wait_until(
-            lambda: sum("text prompts only" in t for t in world.ada.bot_texts(MASTER)) == 3,
-            10, "three answers",
+            lambda: sum("text prompts only" in t for t in world.ada.bot_texts(MASTER)) == 4,
+            10, "four answers",
         )
         assert await fleet.store.count_tasks(list(TaskState)) == 0
 
@@ -171,7 +125,7 @@ async def test_editing_a_pending_prompt_updates_the_task_and_says_so(world: Worl
         await keep_worker_busy(world, fleet)
         message_id = await world.ada.send(MASTER, "write the dcos")
         task_id = task_id_in((await world.ada.wait_for_text(MASTER, "write the dcos")).text)
-        edit_message(world, world.ada, MASTER, message_id, "write the docs")
+        await world.ada.edit(MASTER, message_id, "write the docs")
         await world.ada.wait_for_text(MASTER, f"✏️ {task_id} updated")
         task = await fleet.store.get_task(task_id)
         assert task is not None and task.prompt == "write the docs"
@@ -188,10 +142,10 @@ async def test_editing_a_running_or_finished_prompt_is_answered_and_runs_nothing
         message_id = await world.ada.send(MASTER, "explain the build")
         task_id = task_id_in((await world.ada.wait_for_text(MASTER, "explain the build")).text)
         await wait_task(fleet, task_id, TaskState.RUNNING)
-        edit_message(world, world.ada, MASTER, message_id, "explain the tests")
+        await world.ada.edit(MASTER, message_id, "explain the tests")
         await world.ada.wait_for_text(MASTER, "edits are not applied to a running task")
         await wait_task(fleet, task_id, TaskState.COMPLETED, timeout=30)
-        edit_message(world, world.ada, MASTER, message_id, "explain the docs")
+        await world.ada.edit(MASTER, message_id, "explain the docs")
         await world.ada.wait_for_text(MASTER, "has already finished (completed)")
         task = await fleet.store.get_task(task_id)
         assert task is not None and task.prompt == "explain the build"

@@ -3,8 +3,6 @@ that the master answers in private chats only."""
 
 from __future__ import annotations
 
-import time
-
 import pytest
 
 from fleetgram.domain import Task, TaskState
@@ -17,16 +15,8 @@ GROUP = -1001234567890
 SECRET = "BOBSECRET1 my password is hunter2"
 
 
-def group_message(world: World, text: str, message_id: int = 1) -> None:
-    """Ada writes in a group the master bot was added to."""
-    emu = world.telegram
-    entities = ([{"type": "bot_command", "offset": 0, "length": len(text.split()[0])}]
-                if text.startswith("/") else [])
-    emu._enqueue(emu._bot(MASTER), "message", {
-        "message_id": message_id, "from": world.ada.user_dict(),
-        "chat": {"id": GROUP, "type": "supergroup", "title": "the team"},
-        "date": int(time.time()), "text": text, "entities": entities,
-    })
+def bot_texts_in_group(world: World) -> list[str]:
+    return [m.text for m in world.telegram.group_messages(GROUP) if m.from_bot]
 
 
 def sends_to(world: World, chat_id: int) -> list[str]:
@@ -70,10 +60,11 @@ async def test_the_master_refuses_to_work_in_a_group_even_for_queue_at_bot(world
     async with world.fleet() as fleet:
         await world.ada.start(MASTER)
         await world.prompt("ada's private task")
-        group_message(world, "/queue@fleet_master_bot", message_id=1)
-        group_message(world, "run this for the whole group", message_id=2)
-        await wait_until(lambda: len(sends_to(world, GROUP)) == 2, 10, "two refusals")
-        assert sends_to(world, GROUP) == ["I work in private chats; write to me directly."] * 2
+        await world.ada.send_in_group(MASTER, GROUP, "/queue@fleet_master_bot")
+        await world.ada.send_in_group(MASTER, GROUP, "run this for the whole group")
+        await wait_until(lambda: len(bot_texts_in_group(world)) == 2, 10, "two refusals")
+        assert bot_texts_in_group(world) == ["I work in private chats; write to me directly."] * 2
+        assert sends_to(world, GROUP) == bot_texts_in_group(world)  # no failed attempt either
         assert await fleet.store.count_tasks(list(TaskState)) == 1  # only the private one
 
 

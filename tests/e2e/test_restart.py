@@ -49,6 +49,10 @@ async def up(world: World, tmp_path: Path) -> AsyncIterator[UpProcess]:
     finally:
         if process.proc is not None and process.proc.returncode is None:
             await process.kill()
+        log = tmp_path / "log.txt"
+        if log.exists():  # shown by pytest only when the test failed
+            print("--- the child's log (last 60 lines) ---")
+            print("\n".join(log.read_text(errors="replace").splitlines()[-60:]))
 
 
 async def _task(world: World, task_id: str):  # type: ignore[no-untyped-def]

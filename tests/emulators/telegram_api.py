@@ -20,8 +20,10 @@ Error descriptions are those of tdlib/telegram-bot-api (``Client.cpp``, ``Messag
 For tests and debugging: ``calls`` records every request (``Call.status`` is 0 while a long
 poll waits, 499 when its client went away; ``Call.fault`` names the chaos that hit it);
 ``bot_log(bot)`` narrates a bot's calls and its users' actions; ``fail_next`` injects errors;
-``wait_until_polling``, ``pending_updates``, ``callback_answer``, ``SimUser.send_document`` and
-``SimUser.block`` go beyond the basics.
+``wait_until_polling``, ``pending_updates``, ``callback_answer``, ``SimUser.send_document``,
+``send_photo`` / ``send_voice`` / ``send_sticker``, ``edit`` (an ``edited_message`` update),
+``send_in_group`` (with ``group_messages`` to read the group), ``press_raw`` (callback data no
+button carries) and ``SimUser.block`` go beyond the basics.
 
 Chaos, as the real service misbehaves (see each method): ``fail_for`` (the front end answers
 5xx for a while), ``flood`` (a 429 storm), ``lose_reply_next`` (processed, but the connection
@@ -148,6 +150,8 @@ class ChatMessage:
     document: dict[str, Any] | None
     entities: list[dict[str, Any]] = field(default_factory=list)
     reply_to: int | None = None
+    media: dict[str, Any] | None = None
+    sender_id: int | None = None  # who sent it (a group has many senders)
 
     def buttons(self) -> list[tuple[str, str]]:
         rows = (self.reply_markup or {}).get("inline_keyboard") or []
@@ -163,6 +167,7 @@ class ChatMessage:
         extra = f" buttons={self.buttons()}" if self.buttons() else ""
         extra += f" edits={self.edits}" if self.edits else ""
         extra += f" document={self.document['file_name']!r}" if self.document else ""
+        extra += f" {'/'.join(self.media)}" if self.media else ""
         return f"ChatMessage(#{self.message_id} {who}: {self.text[:80]!r}{extra})"
 
 
@@ -749,6 +754,10 @@ class _Message:
     edit_history: list[str] = field(default_factory=list)
     edit_date: float | None = None
     deleted: bool = False
+    # What a Message carries besides text (https://core.telegram.org/bots/api#message):
+    # {"photo": [PhotoSize, ...]}, {"voice": Voice} or {"sticker": Sticker}; text is the caption.
+    media: dict[str, Any] | None = None
+    sender: dict[str, Any] | None = None  # the "from" User; in groups only (many senders)
 
 
 @dataclass
@@ -786,24 +795,87 @@ class _Chat:
         }
         if msg.edit_date is not None:
             out["edit_date"] = int(msg.edit_date)
-        if msg.document is not None:
-            out["document"] = {
-                k: msg.document[k]
-                for k in ("file_id", "file_unique_id", "file_name", "mime_type", "file_size")
-            }
-            if msg.text:
-                out["caption"] = msg.text
-                if msg.entities:
-                    out["caption_entities"] = copy.deepcopy(msg.entities)
-        else:
-            out["text"] = msg.text
-            if msg.entities:
-                out["entities"] = copy.deepcopy(msg.entities)
+        _put_content(out, msg)
         if msg.reply_markup and "inline_keyboard" in msg.reply_markup:
             out["reply_markup"] = copy.deepcopy(msg.reply_markup)
         if with_reply and msg.reply_to is not None and (replied := self.find(msg.reply_to)):
             out["reply_to_message"] = self.message_dict(replied, with_reply=False)
         return out
+
+
+def _put_content(out: dict[str, Any], msg: _Message) -> None:
+    """A Message's content fields: text and entities, or a document / photo / voice / sticker
+    with its caption (https://core.telegram.org/bots/api#message)."""
+    if msg.media is not None:
+        out.update(copy.deepcopy(msg.media))
+        if msg.text:
+            out["caption"] = msg.text
+            if msg.entities:
+                out["caption_entities"] = copy.deepcopy(msg.entities)
+    elif msg.document is not None:
+        out["document"] = {
+            k: msg.document[k]
+            for k in ("file_id", "file_unique_id", "file_name", "mime_type", "file_size")
+        }
+        if msg.text:
+            out["caption"] = msg.text
+            if msg.entities:
+                out["caption_entities"] = copy.deepcopy(msg.entities)
+    else:
+        out["text"] = msg.text
+        if msg.entities:
+            out["entities"] = copy.deepcopy(msg.entities)
+
+
+class _GroupChat:
+    """A group the users and bots share (Chat.type "group", or "supergroup" for ids of the
+    -100… form; https://core.telegram.org/bots/api#chat). Bots in it are members."""
+
+    def __init__(self, group_id: int, title: str, burst: int, now: float) -> None:
+        self.id, self.title = group_id, title
+        # Supergroup ids are -100 followed by the channel id (the Bot API's convention).
+        self.type = "supergroup" if group_id <= -1_000_000_000_000 else "group"
+        self.messages: list[_Message] = []
+        self.ids = itertools.count(1)
+        self.members: dict[str, bool] = {}  # bot token -> admin (privacy mode does not apply)
+        self.opened, self.blocked = True, False
+        self.tokens, self.refilled_at = float(burst), now
+
+    def chat_dict(self) -> dict[str, Any]:
+        return {"id": self.id, "type": self.type, "title": self.title}
+
+    def find(self, message_id: Any) -> _Message | None:
+        return next(
+            (m for m in self.messages if m.message_id == message_id and not m.deleted), None
+        )
+
+    def message_dict(self, msg: _Message, *, with_reply: bool = True) -> dict[str, Any]:
+        out: dict[str, Any] = {
+            "message_id": msg.message_id,
+            "from": copy.deepcopy(msg.sender),
+            "chat": self.chat_dict(),
+            "date": int(msg.date),
+        }
+        if msg.edit_date is not None:
+            out["edit_date"] = int(msg.edit_date)
+        _put_content(out, msg)
+        if msg.reply_markup and "inline_keyboard" in msg.reply_markup:
+            out["reply_markup"] = copy.deepcopy(msg.reply_markup)
+        if with_reply and msg.reply_to is not None and (replied := self.find(msg.reply_to)):
+            out["reply_to_message"] = self.message_dict(replied, with_reply=False)
+        return out
+
+    def sees(self, bot: _Bot, msg: _Message) -> bool:
+        """Whether a member bot gets the message as an update. Privacy mode (on by default,
+        off for admins; https://core.telegram.org/bots/features#privacy-mode): only commands
+        meant for it (``/cmd`` or ``/cmd@this_bot``) and replies to its own messages."""
+        if self.members.get(bot.token):
+            return True
+        command = re.match(r"/[a-zA-Z0-9_]+(?:@([a-zA-Z0-9_]+))?", msg.text)
+        if command and command.group(1) in (None, bot.username):
+            return True
+        replied = self.find(msg.reply_to) if msg.reply_to is not None else None
+        return replied is not None and (replied.sender or {}).get("id") == bot.id
 
 
 class _Bot:
@@ -967,13 +1039,111 @@ class SimUser:
         doc = {**self._emu._store_file(file_name, content, mime_type), "caption": caption}
         return await self._post(bot, caption, _auto_entities(caption, []), doc)
 
+    async def send_photo(self, bot: str, caption: str = "") -> int:
+        """Send a photo: a Message with ``photo``, an Array of PhotoSize (the sizes Telegram
+        made of it, smallest first; https://core.telegram.org/bots/api#photosize), and an
+        optional ``caption``."""
+        sizes = []
+        for width, height in ((90, 67), (320, 240), (800, 600), (1280, 960)):
+            stored = self._emu._store_file(
+                f"photo_{width}.jpg", b"\xff\xd8" + bytes(width), "image/jpeg", folder="photos"
+            )
+            sizes.append({
+                "file_id": stored["file_id"], "file_unique_id": stored["file_unique_id"],
+                "width": width, "height": height, "file_size": stored["file_size"],
+            })
+        plain, entities = _strip_text(caption, [])
+        return await self._post(bot, plain, _auto_entities(plain, entities), None,
+                                media={"photo": sizes})
+
+    async def send_voice(self, bot: str, duration: int = 3) -> int:
+        """Record and send a voice note: a Message with ``voice``
+        (https://core.telegram.org/bots/api#voice: file_id, file_unique_id, duration,
+        mime_type, file_size)."""
+        stored = self._emu._store_file("voice.oga", b"OggS" + bytes(duration * 1000),
+                                       "audio/ogg", folder="voice")
+        voice = {"file_id": stored["file_id"], "file_unique_id": stored["file_unique_id"],
+                 "duration": duration, "mime_type": "audio/ogg",
+                 "file_size": stored["file_size"]}
+        return await self._post(bot, "", [], None, media={"voice": voice})
+
+    async def send_sticker(self, bot: str, emoji: str = "👍") -> int:
+        """Send a sticker: a Message with ``sticker`` (https://core.telegram.org/bots/api#sticker:
+        a static 512x512 "regular" sticker); stickers carry no caption."""
+        stored = self._emu._store_file("sticker.webp", b"RIFF" + bytes(512), "image/webp",
+                                       folder="stickers")
+        sticker = {"file_id": stored["file_id"], "file_unique_id": stored["file_unique_id"],
+                   "type": "regular", "width": 512, "height": 512, "is_animated": False,
+                   "is_video": False, "emoji": emoji, "file_size": stored["file_size"]}
+        return await self._post(bot, "", [], None, media={"sticker": sticker})
+
+    async def edit(self, bot: str, message_id: int, new_text: str) -> None:
+        """Edit one of the user's own messages in the chat with ``bot``: the chat shows the new
+        text and the bot gets an ``edited_message`` update, the new version of the message with
+        ``edit_date`` (https://core.telegram.org/bots/api#update,
+        https://core.telegram.org/bots/api#message). A caption is edited the same way."""
+        chat = self._emu._chat(self._emu._bot(bot), self)
+        msg = chat.find(message_id)
+        if msg is None or msg.from_bot:
+            raise AssertionError(
+                f"no message #{message_id} of user {self.user_id} in the chat with "
+                f"@{chat.bot.username}"
+            )
+        if set(msg.media or {}) & {"sticker", "voice"}:
+            raise ValueError("a Telegram client cannot edit a sticker or a voice note")
+        plain, entities = _strip_text(new_text, [])
+        if not plain and msg.document is None and msg.media is None:
+            raise ValueError("a Telegram client does not save an empty message")
+        if plain == msg.text:
+            raise ValueError("unchanged: a Telegram client sends no edit")
+        msg.edit_history.append(msg.text)
+        msg.text = msg.raw_text = plain
+        msg.entities = _auto_entities(plain, entities)
+        msg.edits, msg.edit_date = msg.edits + 1, time.time()
+        self._emu._enqueue(chat.bot, "edited_message", chat.message_dict(msg))
+        chat.bot.log.append(
+            f"{_now():.3f} user {self.user_id} edited #{message_id}: {plain[:100]!r}"
+        )
+        await asyncio.sleep(0)
+
+    async def send_in_group(
+        self, bot: str, group_id: int, text: str, group_title: str = "Team", *,
+        bot_is_admin: bool = True,
+    ) -> int:
+        """Write ``text`` in a group (``group_id`` < 0) that ``bot`` is a member of (added now
+        if it is not): a Message whose chat has type "group" ("supergroup" for a -100… id).
+        Every member bot that sees it gets the update: all of them when they are admins (the
+        default), else only in privacy mode's cases (see ``_GroupChat.sees``). The bots may
+        write there; ``TelegramEmulator.group_messages`` shows the group."""
+        if group_id >= 0:
+            raise ValueError("group chat ids are negative")
+        if not text.strip():
+            raise ValueError("a Telegram client does not send an empty message")
+        group = self._emu._group(group_id, group_title)
+        target = self._emu._bot(bot)
+        group.members.setdefault(target.token, bot_is_admin)
+        plain, entities = _strip_text(text, [])
+        msg = _Message(next(group.ids), False, plain, plain, None,
+                       _auto_entities(plain, entities), None, time.time(),
+                       sender=self.user_dict())
+        group.messages.append(msg)
+        for member in (self._emu._bots[token] for token in group.members):
+            if group.sees(member, msg):
+                self._emu._enqueue(member, "message", group.message_dict(msg))
+                member.log.append(f"{_now():.3f} user {self.user_id} wrote in group "
+                                  f"{group_id} #{msg.message_id}: {plain[:100]!r}")
+        await asyncio.sleep(0)
+        return msg.message_id
+
     async def _post(
-        self, bot: str, text: str, entities: list[dict[str, Any]], document: dict[str, Any] | None
+        self, bot: str, text: str, entities: list[dict[str, Any]],
+        document: dict[str, Any] | None, *, media: dict[str, Any] | None = None,
     ) -> int:
         chat = self._emu._chat(self._emu._bot(bot), self)
         chat.opened, chat.blocked = True, False
         msg = _Message(
-            next(chat.ids), False, text, text, None, entities, None, time.time(), document
+            next(chat.ids), False, text, text, None, entities, None, time.time(), document,
+            media=media,
         )
         chat.messages.append(msg)
         self._emu._enqueue(chat.bot, "message", chat.message_dict(msg))
@@ -996,6 +1166,19 @@ class SimUser:
             raise AssertionError(
                 f"message #{message_id} has no button with callback_data "
                 f"{callback_data!r}; it has {snapshot.buttons()}"
+            )
+        return await self.press_raw(bot, message_id, callback_data)
+
+    async def press_raw(self, bot: str, message_id: int, callback_data: str) -> str:
+        """A modified client sends a callback query with any data for a bot message, buttons
+        or not: the Bot API warns that "the message originated the query can contain no
+        callback buttons with this data" (https://core.telegram.org/bots/api#callbackquery).
+        Returns the callback query id."""
+        chat = self._emu._chat(self._emu._bot(bot), self)
+        msg = chat.find(message_id)
+        if msg is None or not msg.from_bot:
+            raise AssertionError(
+                f"no visible bot message #{message_id} in the chat with @{chat.bot.username}"
             )
         query_id = str(next(self._emu._query_ids))
         chat.bot.callbacks[query_id] = _CallbackQuery(
@@ -1026,7 +1209,7 @@ class SimUser:
         self._emu._chat(self._emu._bot(bot), self).blocked = True
 
     @staticmethod
-    def _snapshot(chat: _Chat, msg: _Message) -> ChatMessage:
+    def _snapshot(chat: _Chat | _GroupChat, msg: _Message) -> ChatMessage:
         return ChatMessage(
             msg.message_id,
             msg.from_bot,
@@ -1040,6 +1223,8 @@ class SimUser:
             dict(msg.document) if msg.document else None,
             copy.deepcopy(msg.entities),
             msg.reply_to,
+            copy.deepcopy(msg.media),
+            (msg.sender or {}).get("id"),
         )
 
     def chat(self, bot: str) -> list[ChatMessage]:
@@ -1097,6 +1282,7 @@ class TelegramEmulator:
         self._bots: dict[str, _Bot] = {}
         self._users: dict[int, SimUser] = {}
         self._chats: dict[tuple[str, int], _Chat] = {}
+        self._groups: dict[int, _GroupChat] = {}
         self._files: dict[str, dict[str, Any]] = {}
         self._bot_ids = itertools.count(7_000_000_001)
         self._query_ids = itertools.count(4_000_000_000_000_000_001, 7919)
@@ -1259,6 +1445,14 @@ class TelegramEmulator:
         """
         self._bot(bot).malformed[method.lower()].extend([processed] * count)
 
+    def group_messages(self, group_id: int) -> list[ChatMessage]:
+        """The group as its members see it (users' and bots' messages); empty if no one ever
+        wrote there."""
+        group = self._groups.get(group_id)
+        if group is None:
+            return []
+        return [SimUser._snapshot(group, m) for m in group.messages if not m.deleted]
+
     def history(self, bot: str, user_id: int) -> list[ChatMessage]:
         return self._users[user_id].chat(bot)
 
@@ -1311,6 +1505,11 @@ class TelegramEmulator:
             self._chats[key] = _Chat(bot, user, self.chat_burst, _now())
         return self._chats[key]
 
+    def _group(self, group_id: int, title: str) -> _GroupChat:
+        if group_id not in self._groups:
+            self._groups[group_id] = _GroupChat(group_id, title, self.chat_burst, _now())
+        return self._groups[group_id]
+
     def _enqueue(self, bot: _Bot, kind: str, payload: dict[str, Any]) -> None:
         allowed = bot.allowed_updates
         if (kind not in allowed if allowed else kind in _OPT_IN_UPDATES) or bot.webhook_url:
@@ -1319,7 +1518,9 @@ class TelegramEmulator:
         bot.updates.append({"update_id": next(bot.update_ids), kind: copy.deepcopy(payload)})
         bot.wake("update")
 
-    def _store_file(self, file_name: str, content: bytes, mime_type: str) -> dict[str, Any]:
+    def _store_file(
+        self, file_name: str, content: bytes, mime_type: str, *, folder: str = "documents"
+    ) -> dict[str, Any]:
         number = next(self._file_ids)
         ext = file_name.rsplit(".", 1)[1] if "." in file_name else "bin"
         doc = {
@@ -1330,7 +1531,7 @@ class TelegramEmulator:
             "file_size": len(content),
             "size": len(content),
             "content": content,
-            "file_path": f"documents/file_{number}.{ext}",
+            "file_path": f"{folder}/file_{number}.{ext}",
         }
         self._files[doc["file_id"]] = doc
         return doc
@@ -1556,10 +1757,19 @@ class TelegramEmulator:
                 raise _bad("BUTTON_DATA_INVALID")
         return markup if any(rows) else None
 
-    def _target_chat(self, bot: _Bot, params: dict[str, Any], *, write: bool) -> _Chat:
+    def _target_chat(
+        self, bot: _Bot, params: dict[str, Any], *, write: bool
+    ) -> _Chat | _GroupChat:
         chat_id = params.get("chat_id")
         if chat_id in (None, ""):
             raise _bad("chat_id is empty")
+        if isinstance(chat_id, int) and chat_id < 0:
+            group = self._groups.get(chat_id)
+            if group is None:
+                raise _bad("chat not found")
+            if bot.token not in group.members:
+                raise ApiError(403, f"Forbidden: bot is not a member of the {group.type} chat")
+            return group
         user = self._users.get(chat_id) if isinstance(chat_id, int) else None
         if user is None:
             raise _bad("chat not found")
@@ -1570,7 +1780,7 @@ class TelegramEmulator:
             raise ApiError(403, "Forbidden: bot can't initiate conversation with a user")
         return chat
 
-    def _reply_to(self, chat: _Chat, params: dict[str, Any]) -> int | None:
+    def _reply_to(self, chat: _Chat | _GroupChat, params: dict[str, Any]) -> int | None:
         reply = params.get("reply_parameters")
         if isinstance(reply, dict):
             target, lenient = (
@@ -1588,7 +1798,7 @@ class TelegramEmulator:
             raise _bad("message to be replied not found")
         return int(target)
 
-    def _rate(self, bot: _Bot, chat: _Chat) -> None:
+    def _rate(self, bot: _Bot, chat: _Chat | _GroupChat) -> None:
         now = _now()
         chat.tokens = min(
             float(self.chat_burst), chat.tokens + (now - chat.refilled_at) * self.chat_rate
@@ -1607,15 +1817,15 @@ class TelegramEmulator:
         chat.tokens -= 1.0
         bot.window.append(now)
 
-    def _editable(self, chat: _Chat, params: dict[str, Any]) -> _Message:
+    def _editable(self, bot: _Bot, chat: _Chat | _GroupChat, params: dict[str, Any]) -> _Message:
         msg = chat.find(params.get("message_id"))
         if msg is None:
             raise _bad("message to edit not found")
-        if not msg.from_bot:
+        if not msg.from_bot or (msg.sender is not None and msg.sender.get("id") != bot.id):
             raise _bad("message can't be edited")
         return msg
 
-    def _edit_target(self, bot: _Bot, params: dict[str, Any]) -> _Chat:
+    def _edit_target(self, bot: _Bot, params: dict[str, Any]) -> _Chat | _GroupChat:
         if params.get("chat_id") in (None, "") and params.get("message_id") in (None, ""):
             if params.get("inline_message_id"):
                 raise _bad("MESSAGE_ID_INVALID")
@@ -1710,6 +1920,7 @@ class TelegramEmulator:
             markup,
             time.time(),
             reply_to=reply_to,
+            sender=bot.user_dict(),
         )
         chat.messages.append(msg)
         return chat.message_dict(msg)
@@ -1741,6 +1952,7 @@ class TelegramEmulator:
             time.time(),
             document=doc,
             reply_to=reply_to,
+            sender=bot.user_dict(),
         )
         chat.messages.append(msg)
         return chat.message_dict(msg)
@@ -1755,7 +1967,7 @@ class TelegramEmulator:
         raw, text, entities, parse_mode = self._format(params, "text", limit=4096)
         markup = self._markup(params)
         chat = self._edit_target(bot, params)
-        msg = self._editable(chat, params)
+        msg = self._editable(bot, chat, params)
         if msg.document is not None:
             raise _bad("there is no text in the message to edit")
         if (msg.text, msg.entities, msg.reply_markup) == (text, entities, markup):
@@ -1769,7 +1981,7 @@ class TelegramEmulator:
     async def _m_editMessageReplyMarkup(self, bot: _Bot, params: dict[str, Any]) -> Any:
         markup = self._markup(params)
         chat = self._edit_target(bot, params)
-        msg = self._editable(chat, params)
+        msg = self._editable(bot, chat, params)
         if msg.reply_markup == markup:
             raise ApiError(400, _NOT_MODIFIED)
         msg.edit_history.append(msg.text)

@@ -96,7 +96,8 @@ class Fleet:
                 settings, self.store, self.runtime,
                 owns_workers=not isinstance(self.runtime, ExternalRuntime),
             )
-        self.master = MasterBot(settings, self.store, on_new_task=self.runtime.wake_all)
+        self.master = MasterBot(settings, self.store, on_new_task=self.runtime.wake_all,
+                                prompt_window=getattr(self.runtime, "prompt_window", None))
         self.housekeeper = Housekeeper(settings, self.store)
         self._loop: asyncio.Task[None] | None = None
         self._housekeeping: asyncio.Task[None] | None = None

@@ -110,6 +110,7 @@ class MasterBot:
         *,
         clock: Callable[[], datetime] = utcnow,
         on_new_task: Callable[[], None] = lambda: None,
+        prompt_window: SlidingWindow | None = None,
     ) -> None:
         self.settings = settings
         self.store = store
@@ -131,7 +132,9 @@ class MasterBot:
         self._notifier: asyncio.Task[None] | None = None
         self._stopping = asyncio.Event()  # answers waiting out a 429 give up at shutdown
         self._stamp = Stamper(clock)
-        self._rate = SlidingWindow(settings.prompts_per_minute, 60.0)
+        # PROMPTS_PER_MINUTE is per user across the fleet: `fleetgram up` shares one window
+        # between the master and its in-process workers.
+        self._rate = prompt_window or SlidingWindow(settings.prompts_per_minute, 60.0)
         self._user_locks: dict[int, asyncio.Lock] = {}  # allowed users only: bounded
         self._pastes: dict[tuple[int, int], _Paste] = {}
         self._positions: collections.OrderedDict[str, asyncio.Future[tuple[int | None, int]]] = (
@@ -352,7 +355,8 @@ class MasterBot:
         message, user = update.edited_message, update.effective_user
         assert message is not None and user is not None
         chat_id = message.chat_id
-        task = await self.store.find_task_by_message(chat_id, message.message_id)
+        task = await self.store.find_task_by_message(chat_id, message.message_id,
+                                                     made_in=TaskSource.MASTER.value)
         if task is None or task.user_id != user.id:
             await self._say(chat_id, "That message did not make a task, so the edit changes "
                                      "nothing; send the prompt as a new message.")

@@ -349,26 +349,10 @@ class WorkerBot:
         await message.reply_text(f"Edits are not applied to a running task ({task.id}).")
 
     async def _direct_task(self, chat_id: int, message_id: int, user_id: int) -> Task | None:
-        """The task written directly in this worker's chat as message `message_id`, if any.
-
-        A private chat's id is the user's id in every bot's chat, so the master's chat (or
-        another worker's) may hold a task made from a message with the same id: a task found
-        by message id counts only if it is this worker's direct task; otherwise this user's
-        unfinished tasks pinned here are searched (bounded by the pending limit)."""
-        found = await self.store.find_task_by_message(chat_id, message_id)
-        if found is not None and self._is_direct_here(found):
-            return found
-        live = await self.store.list_tasks(
-            [TaskState.PENDING, TaskState.ASSIGNED, TaskState.RUNNING], user_id=user_id,
-            pinned=True,
-            limit=self.settings.max_pending_per_user + len(self.settings.slot_names) + 10,
-        )
-        return next(
-            (t for t in live if self._is_direct_here(t) and t.message_id == message_id), None
-        )
-
-    def _is_direct_here(self, task: Task) -> bool:
-        return task.source == TaskSource.DIRECT and task.pinned_worker == self.slot
+        """The task written directly in this worker's chat as message `message_id`, if any
+        (the master's chat, or another worker's, may hold a message with the same id)."""
+        found = await self.store.find_task_by_message(chat_id, message_id, made_in=self.slot)
+        return found if found is not None and found.user_id == user_id else None
 
     async def _on_text(self, update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
         message, user, chat = update.effective_message, update.effective_user, update.effective_chat

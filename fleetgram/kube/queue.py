@@ -318,10 +318,12 @@ class ClusterStore:
             if (user_id is None or t.user_id == user_id) and _pinned_matches(t, pinned)
         )
 
-    async def find_task_by_message(self, chat_id: int, message_id: int) -> Task | None:
+    async def find_task_by_message(
+        self, chat_id: int, message_id: int, *, made_in: str | None = None
+    ) -> Task | None:
         """Through the SQL archive (which has the message, indexed), then the BotTask, which
         is the truth while it exists; the archived record once the BotTask was purged."""
-        archived = await self.inner.find_task_by_message(chat_id, message_id)
+        archived = await self.inner.find_task_by_message(chat_id, message_id, made_in=made_in)
         if archived is None:
             return None
         current = await self.get_task(archived.id)

@@ -130,9 +130,13 @@ class Store(Protocol):
     ) -> int:
         """How many tasks are in `states` (of `user_id` if given): a count query, no rows."""
 
-    async def find_task_by_message(self, chat_id: int, message_id: int) -> Task | None:
+    async def find_task_by_message(
+        self, chat_id: int, message_id: int, *, made_in: str | None = None
+    ) -> Task | None:
         """The task made from Telegram message `message_id` in `chat_id`, if any (the newest
-        one, should several carry it)."""
+        one, should several carry it). A private chat's id is the user's id in every bot's
+        chat, and message ids restart in each: `made_in` ("master", or a worker slot for
+        tasks written directly in that worker's chat) says which bot's chat is meant."""
 
     async def update_pending_prompt(self, task_id: str, prompt: str, title: str) -> Task | None:
         """Replace a still-pending task's prompt and title (an edited message). None, and no

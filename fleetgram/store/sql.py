@@ -320,13 +320,20 @@ class SqlStore(ABC):
             row = await tx.fetchone(f"SELECT COUNT(*) AS n FROM tasks {where}", *params)
         return 0 if row is None else int(row["n"])
 
-    async def find_task_by_message(self, chat_id: int, message_id: int) -> Task | None:
+    async def find_task_by_message(
+        self, chat_id: int, message_id: int, *, made_in: str | None = None
+    ) -> Task | None:
+        where, params = "chat_id = ? AND message_id = ?", [chat_id, message_id]
+        if made_in == TaskSource.MASTER.value:
+            where += " AND source = 'master'"
+        elif made_in is not None:
+            where += " AND source = 'direct' AND pinned_worker = ?"
+            params.append(made_in)
         async with self._read() as tx:
             row = await tx.fetchone(
-                "SELECT * FROM tasks WHERE chat_id = ? AND message_id = ? "
+                f"SELECT * FROM tasks WHERE {where} "
                 "ORDER BY created_at DESC, task_id DESC LIMIT 1",
-                chat_id,
-                message_id,
+                *params,
             )
         return _task(row) if row is not None else None
 

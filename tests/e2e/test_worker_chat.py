@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import pytest
 
-from fleetgram.domain import TaskSource, TaskState
+from fleetgram.domain import Task, TaskSource, TaskState, utcnow
 from fleetgram.fleet import Fleet
 from fleetgram.worker.steps import GROUP_REFUSAL, NOT_TEXT
 from tests.e2e.harness import ADA, MASTER, World, task_id_in, wait_task, wait_until, worker_bot
@@ -28,6 +28,10 @@ async def direct_task_of(fleet: Fleet, message_id: int, state: TaskState) -> str
         return None
 
     return await wait_until(find, 10, f"the task of message #{message_id} to be {state.value}")
+
+
+async def counted(fleet: Fleet, states: list[TaskState], expected: int) -> bool:
+    return await fleet.store.count_tasks(states) == expected
 
 
 async def test_editing_a_pending_direct_prompt_updates_the_task_and_says_so(
@@ -76,24 +80,27 @@ async def test_editing_a_running_direct_prompt_is_answered_and_runs_nothing_new(
 async def test_an_edit_in_the_worker_chat_never_touches_a_master_task_with_the_same_message_id(
     world: World,
 ) -> None:
-    """Private chat ids are the user's id in every bot's chat, and message ids restart at 1 in
-    each chat: message #2 exists in the master's chat and in worker1's."""
+    """A private chat's id is the user's id in every bot's chat and message ids count per
+    chat, so the master's chat can hold a task made from a message with the same id."""
     world.claude.hang_next(1)
     async with world.fleet(MAX_WORKERS=1, CLAUDE_TIMEOUT=120) as fleet:
-        await world.ada.start(MASTER)  # master chat #1; the prompt below is #2 there
-        world.ada.opened_earlier(WORKER)
-        master_task = await world.prompt("the master's task keeps its prompt")
-        await wait_task(fleet, master_task, TaskState.RUNNING)
-        await world.ada.send(WORKER, "first direct message")  # worker chat #1
-        message_id = await world.ada.send(WORKER, "second direct mesage")  # worker chat #2
-        queued = await world.ada.wait_for_text(WORKER, "queued (position")
-        direct = task_id_in(queued.text)
+        await world.open_chats(world.ada)
+        first = await world.ada.send(WORKER, "blocker keeps the worker busy")
+        await direct_task_of(fleet, first, TaskState.RUNNING)
+        message_id = await world.ada.send(WORKER, "second direct mesage")
+        direct = task_id_in((await world.ada.wait_for_text(WORKER, "queued (position")).text)
+        # Ada's message #message_id in the master's chat became a task too (newer).
+        await fleet.store.create_task(Task(
+            id="t-mst01", user_id=ADA, chat_id=ADA, prompt="the master's task keeps its prompt",
+            title="the master's task", message_id=message_id, created_at=utcnow(),
+        ))
 
         await world.ada.edit(WORKER, message_id, "second direct message")
 
         await world.ada.wait_for_text(WORKER, f"✏️ {direct} updated")
-        task = await fleet.store.get_task(master_task)
-        assert task is not None and task.prompt == "the master's task keeps its prompt"
+        master_task = await fleet.store.get_task("t-mst01")
+        assert master_task is not None
+        assert master_task.prompt == "the master's task keeps its prompt"
         edited = await fleet.store.get_task(direct)
         assert edited is not None and edited.prompt == "second direct message"
 
@@ -141,16 +148,34 @@ async def test_prompts_per_minute_applies_across_worker_chats_naming_the_setting
         await world.ada.send(worker_bot(1), "quick job 1")
         await world.ada.send(worker_bot(1), "quick job 2")
         await world.ada.send(worker_bot(2), "quick job 3")
-        await wait_until(lambda: fleet.store.count_tasks(list(TaskState)), 10, "a task")
+        await wait_until(lambda: counted(fleet, list(TaskState), 3), 10, "three tasks")
         await world.ada.send(worker_bot(2), "quick job 4")
 
         refusal = await world.ada.wait_for_text(worker_bot(2), "PROMPTS_PER_MINUTE")
         assert "at most 3 prompts a minute" in refusal.text
         assert "Nothing was queued" in refusal.text
-        await wait_until(
-            lambda: fleet.store.count_tasks([TaskState.COMPLETED]) == 3, 30, "three answers",
-        )
+        await wait_until(lambda: counted(fleet, [TaskState.COMPLETED], 3), 30, "three answers")
         tasks = await fleet.store.list_tasks(user_id=ADA)
         assert sorted(t.prompt for t in tasks) == ["quick job 1", "quick job 2", "quick job 3"]
         asked = [r for r in world.claude.requests if "quick job 4" in str(r["messages"])]
         assert asked == []
+
+
+async def test_prompts_per_minute_counts_the_master_and_the_worker_chats_together(
+    world: World,
+) -> None:
+    async with world.fleet(MIN_WORKERS=1, MAX_WORKERS=1, PROMPTS_PER_MINUTE=3) as fleet:
+        await world.open_chats(world.ada)
+        await world.telegram.wait_until_polling(worker_bot(1), timeout=10)
+        await world.prompt("master job 1")
+        await world.prompt("master job 2")
+        await world.ada.send(worker_bot(1), "worker job 3")
+        await wait_until(lambda: counted(fleet, list(TaskState), 3), 10, "three tasks")
+        await world.ada.send(MASTER, "master job 4")
+
+        refusal = await world.ada.wait_for_text(MASTER, "PROMPTS_PER_MINUTE")
+        assert "Nothing was queued" in refusal.text
+        await wait_until(lambda: counted(fleet, [TaskState.COMPLETED], 3), 30, "three answers")
+        tasks = await fleet.store.list_tasks(user_id=ADA)
+        assert sorted(t.prompt for t in tasks) == ["master job 1", "master job 2",
+                                                   "worker job 3"]

@@ -1143,7 +1143,7 @@ class SimUser:
         chat.opened, chat.blocked = True, False
         msg = _Message(
             next(chat.ids), False, text, text, None, entities, None, time.time(), document,
-            media=media,
+            media=media, sender=self.user_dict(),
         )
         chat.messages.append(msg)
         self._emu._enqueue(chat.bot, "message", chat.message_dict(msg))
@@ -1800,15 +1800,16 @@ class TelegramEmulator:
 
     def _rate(self, bot: _Bot, chat: _Chat | _GroupChat) -> None:
         now = _now()
-        chat.tokens = min(
-            float(self.chat_burst), chat.tokens + (now - chat.refilled_at) * self.chat_rate
-        )
+        # "In a group, bots are not able to send more than 20 messages per minute"
+        # (https://core.telegram.org/bots/faq#my-bot-is-hitting-limits-how-do-i-avoid-this).
+        rate = self.chat_rate if isinstance(chat, _Chat) else min(self.chat_rate, 20 / 60)
+        chat.tokens = min(float(self.chat_burst), chat.tokens + (now - chat.refilled_at) * rate)
         chat.refilled_at = now
         while bot.window and now - bot.window[0] >= 1.0:
             bot.window.popleft()
         wait = 0.0
         if chat.tokens < 1.0:
-            wait = (1.0 - chat.tokens) / self.chat_rate
+            wait = (1.0 - chat.tokens) / rate
         if len(bot.window) >= self.bot_rate:
             wait = max(wait, bot.window[0] + 1.0 - now)
         if wait > 0:

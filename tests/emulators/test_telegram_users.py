@@ -10,7 +10,7 @@ from collections.abc import AsyncIterator
 
 import pytest
 from telegram import Bot, Update
-from telegram.error import BadRequest, Forbidden
+from telegram.error import BadRequest, Forbidden, RetryAfter
 from telegram.ext import ApplicationBuilder, CallbackQueryHandler, ContextTypes, MessageHandler
 from telegram.ext import filters as f
 
@@ -67,7 +67,7 @@ async def test_an_edit_reaches_the_bot_as_an_edited_message_with_edit_date(
     assert (edited.message_id, edited.text) == (message_id, "write the docs")
     assert edited.edit_date is not None and edited.chat.type == "private"
     (shown,) = user.chat(BOT)
-    assert (shown.text, shown.edits) == ("write the docs", 1)
+    assert (shown.text, shown.edits, shown.sender_id) == ("write the docs", 1, USER_ID)
     assert shown.edit_history == ["write the dcos"]
 
 
@@ -150,6 +150,19 @@ async def test_a_bot_writes_only_to_groups_it_is_a_member_of(
         await bot.send_message(GROUP, "hello?")
     assert await bot.get_updates(timeout=0) == ()
     assert [m.text for m in emu.group_messages(GROUP)] == ["only the other bot is here"]
+
+
+async def test_a_group_is_held_to_20_messages_a_minute(emu: TelegramEmulator, bot: Bot) -> None:
+    await emu.add_user(USER_ID, "Ann").send_in_group(BOT, GROUP, "hello")
+    for n in range(3):  # the emulator's default burst
+        await bot.send_message(GROUP, f"answer {n}")
+    with pytest.raises(RetryAfter) as refused:
+        await bot.send_message(GROUP, "one too many")
+    retry_after = refused.value.retry_after
+    seconds = retry_after.total_seconds() if hasattr(retry_after, "total_seconds") else retry_after
+    assert seconds >= 3  # one message per 3 s on average
+    assert [m.text for m in emu.group_messages(GROUP) if m.from_bot] == [
+        "answer 0", "answer 1", "answer 2"]
 
 
 async def test_in_privacy_mode_a_bot_gets_only_its_commands_from_a_group(

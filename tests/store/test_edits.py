@@ -63,3 +63,18 @@ async def test_of_two_tasks_made_from_one_message_the_newer_is_found(store: SqlS
     await store.create_task(make_task(chat_id=2, message_id=7, created_at=at(10)))
     newer = await store.create_task(make_task(chat_id=2, message_id=7, created_at=at(20)))
     assert await store.find_task_by_message(2, 7) == newer
+
+
+async def test_the_same_message_id_in_the_master_and_a_worker_chat_finds_each_ones_task(
+    store: SqlStore,
+) -> None:
+    from fleetgram.domain import TaskSource
+
+    # A private chat's id is the user's id in every bot's chat; message ids restart in each.
+    older = await store.create_task(make_task(chat_id=2, message_id=7, created_at=at(1)))
+    direct = await store.create_task(make_task(
+        chat_id=2, message_id=7, source=TaskSource.DIRECT, pinned_worker="worker2",
+        created_at=at(2)))
+    assert await store.find_task_by_message(2, 7, made_in="master") == older
+    assert await store.find_task_by_message(2, 7, made_in="worker2") == direct
+    assert await store.find_task_by_message(2, 7, made_in="worker1") is None

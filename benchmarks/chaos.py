@@ -45,7 +45,7 @@ sys.path.append(str(Path(__file__).resolve().parent.parent))
 from fleetgram.domain import Task, TaskState
 from fleetgram.fleet import Fleet
 from fleetgram.store import open_store
-from tests.e2e.harness import ADA, MALLORY, MASTER, World, add_bots, worker_bot
+from tests.e2e.harness import ADA, MALLORY, MASTER, World, add_bots, worker_bot, worker_token
 from tests.emulators.claude_api import ClaudeEmulator
 from tests.emulators.telegram_api import TelegramEmulator
 from tests.faults import FaultyStore
@@ -219,6 +219,10 @@ class Figures:
     not_queued_notices: int = 0
     doubled: dict[str, list[str]] = field(default_factory=dict)
     stale_placeholders: int = 0
+    stale_tasks: list[str] = field(default_factory=list)
+    stale_shown: dict[str, list[str]] = field(default_factory=dict)  # its worker-chat texts
+    stale_calls: dict[str, list[str]] = field(default_factory=dict)  # faults its sends met
+    not_queued_sends: Counter[str] = field(default_factory=Counter)
     done_notices_master: int = 0
     done_notices_workers: int = 0
     claude_runs_to_the_end: int = 0
@@ -345,7 +349,24 @@ def count(figures: Figures, world: World, claude: CountingClaude, tasks: list[Ta
     done_in_workers = Counter(m.group(1) for text in workers
                               for m in DONE_IN_WORKER_CHAT.finditer(text))
     figures.not_queued_notices = sum(NOT_QUEUED_TEXT in text for text in master)
-    figures.stale_placeholders = sum(text.endswith("\n…") for text in workers)
+    stale = [text for text in workers if text.endswith("\n…")]
+    figures.stale_placeholders = len(stale)
+    states = {t.id: t.state.value for t in tasks}
+    for text in stale:
+        found = re.match(r"(t-[a-z0-9]{5})", text)
+        task_id = found.group(1) if found else "?"
+        figures.stale_tasks.append(f"{task_id} ({states.get(task_id, 'not ours')})")
+        figures.stale_shown[task_id] = [t for t in workers if task_id in t]
+        figures.stale_calls[task_id] = [
+            f"{c.method} {c.fault or c.status}" for n in range(1, WORKERS + 1)
+            for c in world.telegram.calls if c.token == worker_token(n)
+            and task_id in str(c.params.get("text", "")) and c.fault  # the faulty ones
+        ]
+    # What became of the master's "could not save that prompt" answers (a lost prompt whose
+    # answer never showed is lost silently).
+    for call in world.telegram.calls_to(MASTER, "sendMessage"):
+        if NOT_QUEUED_TEXT in str(call.params.get("text", "")):
+            figures.not_queued_sends[call.fault or str(call.status)] += 1
     figures.done_notices_master = sum(done_by.values())
     figures.done_notices_workers = sum(done_in_workers.values())
     figures.claude_runs_to_the_end = sum(claude.completed_by_prompt.values())
@@ -419,8 +440,18 @@ def report(f: Figures) -> None:
     print(f"stuck (not finished)              {len(f.stuck):5d}")
     print(f"lost (no task for a prompt)       {f.lost:5d}   "
           f"'could not save that prompt' notices: {f.not_queued_notices}")
+    if f.not_queued_sends:
+        print("  their sends, by outcome (HTTP status or fault): "
+              + ", ".join(f"{k}: {n}" for k, n in sorted(f.not_queued_sends.items())))
     print(f"doubled                           {len(f.doubled):5d}")
-    print(f"stale '…' placeholders            {f.stale_placeholders:5d}")
+    print(f"stale '…' placeholders            {f.stale_placeholders:5d}"
+          + (f"   {', '.join(f.stale_tasks)}" if f.stale_tasks else ""))
+    for task_id, shown in f.stale_shown.items():
+        for text in shown:
+            short = text if len(text) < 90 else text[:40] + " … " + text[-45:]
+            print(f"  {task_id} in a worker chat: {short!r}")
+        print(f"  {task_id}: faults its sends and edits met: "
+              + (", ".join(f.stale_calls.get(task_id, [])) or "none"))
     print(f"'done' notices: master chat {f.done_notices_master}, worker chats "
           f"{f.done_notices_workers}; Claude answers streamed to the end "
           f"{f.claude_runs_to_the_end}")

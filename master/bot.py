@@ -48,7 +48,7 @@ from fleetgram.domain import (
 )
 from fleetgram.intake import Part, SlidingWindow, Stamper, clean_text, continues, join_parts
 from fleetgram.intake import may_continue as may_continue_paste
-from fleetgram.master.outbox import Action, Outbox, Outgoing, decide
+from fleetgram.master.outbox import MAX_AMBIGUOUS_SENDS, Action, Outbox, Outgoing, decide
 from fleetgram.master.views import (
     HELP,
     MASTER_COMMANDS,
@@ -206,10 +206,11 @@ class MasterBot:
     async def _say(self, chat_id: int, text: str, *, html_text: bool = False) -> None:
         """A direct answer (not an outbox notice), with the outbox's decisions: waits out a 429
         or a 502 for a while (without holding up other chats), falls back to plain text if
-        the HTML is refused, never resends after an ambiguous failure; failures are logged."""
+        the HTML is refused, resends once after an ambiguous failure (so an answer is never
+        lost to one dropped reply, nor shown more than twice); failures are logged."""
         await self.outbox.ensure_ready()
         use_html = html_text
-        failures = 0
+        failures = ambiguous = 0
         give_up_at = _monotonic() + _REPLY_PATIENCE
         while True:
             error: Exception | None = None
@@ -227,6 +228,9 @@ class MasterBot:
                     return
                 case Action.PLAIN:
                     use_html = False
+                    continue
+                case Action.AMBIGUOUS if ambiguous + 1 < MAX_AMBIGUOUS_SENDS:
+                    ambiguous += 1
                     continue
                 case Action.WAIT if verdict.until <= give_up_at:
                     try:

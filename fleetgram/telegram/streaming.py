@@ -163,7 +163,7 @@ class StreamingReply:
         # Newest message id in the chat known not to be a lost copy of ours (None: unknown).
         self.known_floor = known_floor
         self.lost_copies_deleted = 0
-        self._doubted = False  # a send given up on may have reached the chat
+        self._doubted = 0  # sends given up on that may have reached the chat
         self.message_ids: list[int] = []
         self._parts: list[str] = []
         self._text = ""
@@ -450,19 +450,24 @@ class StreamingReply:
         try:
             message = await self._call(send, doubts=doubts)
         except TelegramError:
-            # Given up, but a copy may be in the chat: the next successful send probes for it.
-            self._doubted = self._doubted or bool(doubts)
+            # Given up, but copies may be in the chat: the next successful send probes for them.
+            self._doubted += len(doubts)
             raise
-        if doubts or self._doubted:
-            self._doubted = False
-            await self._remove_lost_copy(message.message_id - 1, text, mode)
+        lost = len(doubts) + self._doubted
+        self._doubted = 0
+        # Each ambiguous send may have left one copy, just below the one that got through
+        # (the user may have written in between: their messages are never edited).
+        for candidate in range(message.message_id - 1, message.message_id - 1 - lost, -1):
+            await self._remove_lost_copy(candidate, text, mode)
         self.known_floor = max(self.known_floor or 0, message.message_id)
         return message
 
     async def _remove_lost_copy(self, message_id: int, text: str, mode: str | None) -> None:
         """Probe `message_id` with exactly the content we sent: "not modified" proves it is
         our copy whose answer was lost; delete it. Anything else: not ours, leave it."""
-        if message_id < 1 or (self.known_floor is not None and message_id <= self.known_floor):
+        if self.known_floor is None or message_id <= self.known_floor:
+            # Without a floor the id below could be an older message of ours with other text,
+            # which the probe would overwrite: a stale copy is the lesser harm.
             return
         try:
             await self._call(lambda: self._bot.edit_message_text(

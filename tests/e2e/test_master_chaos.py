@@ -163,6 +163,25 @@ async def test_a_store_that_refuses_writes_is_reported_and_nothing_is_queued(
         await fleet.stop()
 
 
+async def test_the_nothing_was_queued_answer_survives_a_lost_reply(world: World) -> None:
+    settings = world.settings()
+    store = FaultyStore(make_store(settings))
+    fleet = Fleet(settings, store=store)  # type: ignore[arg-type]
+    await fleet.start()
+    try:
+        await world.open_chats(world.ada, workers=1)
+        await settled(world)
+        store.refuse_writes()
+        world.telegram.malformed_next(MASTER, "sendMessage", processed=False)
+        await world.ada.send(MASTER, "a prompt while the disk is full and Telegram garbled")
+        answer = await world.ada.wait_for_text(MASTER, "Nothing was queued")
+        assert "could not save that prompt" in answer.text
+        said = [t for t in world.ada.bot_texts(MASTER) if "Nothing was queued" in t]
+        assert len(said) == 1  # the garbled send was not shown; the resend was, once
+    finally:
+        await fleet.stop()
+
+
 async def test_a_receipt_written_before_a_restart_is_sent_after_it(world: World) -> None:
     settings = world.settings()
     store = make_store(settings)

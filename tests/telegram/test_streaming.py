@@ -383,7 +383,9 @@ async def test_finish_stops_the_background_flusher() -> None:
 # ----------------------------------------------------------------------------- lost and garbled
 async def test_a_lost_reply_on_the_header_leaves_one_header_and_no_stale_placeholder() -> None:
     async with chat() as (emu, bot, user):
-        reply = StreamingReply(bot, USER_ID, header="t-7k2qf · Fix it", min_interval=INTERVAL)
+        # the worker knows the user's /start (#1) is in the chat: the probe looks above it
+        reply = StreamingReply(bot, USER_ID, header="t-7k2qf · Fix it", min_interval=INTERVAL,
+                               known_floor=1)
         reply.backoff_base = 0.05
         emu.lose_reply_next(BOT, "sendMessage")
         await reply.start()
@@ -465,7 +467,8 @@ def test_only_failures_after_which_telegram_may_have_acted_count_as_doubtful() -
 
 async def test_start_may_be_tried_again_and_removes_a_copy_lost_on_the_way() -> None:
     async with chat() as (emu, bot, user):
-        reply = StreamingReply(bot, USER_ID, header="Task", min_interval=INTERVAL)
+        reply = StreamingReply(bot, USER_ID, header="Task", min_interval=INTERVAL,
+                               known_floor=1)
         reply.backoff_base, reply.network_retries = 0.02, 0
         emu.lose_reply_next(BOT, "sendMessage")  # processed, answer lost: given up
         with pytest.raises(telegram.error.NetworkError):
@@ -475,3 +478,29 @@ async def test_start_may_be_tried_again_and_removes_a_copy_lost_on_the_way() -> 
         await reply.finish()
         assert [m.text for m in bot_messages(user)] == ["Task\ndone"]
         assert reply.lost_copies_deleted == 1
+
+
+async def test_two_lost_replies_on_the_header_leave_no_stale_copy() -> None:
+    async with chat() as (emu, bot, user):
+        reply = StreamingReply(bot, USER_ID, header="t-7k2qf · Fix it", min_interval=INTERVAL,
+                               known_floor=1)
+        reply.backoff_base = 0.02
+        emu.lose_reply_next(BOT, "sendMessage", count=2)
+        await reply.start()
+        reply.append("the answer")
+        await reply.finish("done")
+        assert [m.text for m in bot_messages(user)] == ["t-7k2qf · Fix it\nthe answer\n\ndone"]
+        assert reply.lost_copies_deleted == 2
+
+
+async def test_without_a_known_floor_the_probe_never_edits_an_older_message() -> None:
+    async with chat() as (emu, bot, user):
+        older = await bot.send_message(USER_ID, "an earlier answer of ours")
+        reply = StreamingReply(bot, USER_ID, header="Task", min_interval=INTERVAL)
+        reply.backoff_base = 0.02
+        emu.malformed_next(BOT, "sendMessage", processed=False)  # a doubt, no copy left
+        await reply.start()
+        await reply.finish()
+        texts = [m.text for m in bot_messages(user)]
+        assert texts == ["an earlier answer of ours", "Task\n(no text)"]
+        assert older.message_id == bot_messages(user)[0].message_id

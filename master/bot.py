@@ -48,7 +48,7 @@ from fleetgram.domain import (
 )
 from fleetgram.intake import Part, SlidingWindow, Stamper, clean_text, continues, join_parts
 from fleetgram.intake import may_continue as may_continue_paste
-from fleetgram.master.outbox import MAX_AMBIGUOUS_SENDS, Action, Outbox, Outgoing, decide
+from fleetgram.master.outbox import Outbox, Outgoing
 from fleetgram.master.views import (
     HELP,
     MASTER_COMMANDS,
@@ -70,6 +70,7 @@ from fleetgram.parsing import (
 from fleetgram.policy import worker_state
 from fleetgram.store.base import CancelOutcome, Store, UnstorableText
 from fleetgram.telegram.app import build_application, install_allowlist, start_polling, stop_polling
+from fleetgram.telegram.delivery import MAX_AMBIGUOUS_SENDS, Action, decide
 from fleetgram.telegram.formatting import markdown_to_html
 from fleetgram.telegram.splitting import split_for_telegram
 

@@ -21,105 +21,16 @@ import logging
 import time
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
-from enum import StrEnum
 from typing import Any
 
-import httpx
 from telegram import Bot, InlineKeyboardMarkup
 from telegram.constants import ParseMode
-from telegram.error import (
-    BadRequest,
-    ChatMigrated,
-    Forbidden,
-    NetworkError,
-    RetryAfter,
-    TelegramError,
-    TimedOut,
-)
 
 from fleetgram.domain import Event
 from fleetgram.store.base import Store
+from fleetgram.telegram.delivery import MAX_AMBIGUOUS_SENDS, Action, Decision, decide
 
 log = logging.getLogger(__name__)
-
-# Sends that may have reached the chat; one resend after the first is allowed, no more.
-MAX_AMBIGUOUS_SENDS = 2
-BACKOFF_START = 0.5
-BACKOFF_MAX = 30.0
-
-
-class Action(StrEnum):
-    DELIVERED = "delivered"  # Telegram accepted it
-    WAIT = "wait"  # nothing was processed: try this chat again at `until`
-    PLAIN = "plain"  # the HTML was refused: resend the same text without formatting now
-    AMBIGUOUS = "ambiguous"  # it may have been shown: count it, resend once at most
-    GIVE_UP = "give_up"  # it can never be delivered (blocked, chat gone): log and move on
-
-
-@dataclass(frozen=True)
-class Decision:
-    action: Action
-    until: float = 0.0  # for WAIT and AMBIGUOUS: when this chat may be tried again
-    reason: str = ""
-
-
-def backoff(failures: int) -> float:
-    """Seconds to wait after `failures` consecutive unprocessed failures (1, 2, …)."""
-    return min(BACKOFF_MAX, BACKOFF_START * 2 ** max(0, failures - 1))
-
-
-def retry_after_seconds(error: RetryAfter) -> float:
-    # PTB 22 keeps a timedelta in _retry_after; the public int attribute is deprecated.
-    value: Any = getattr(error, "_retry_after", None) or error.retry_after
-    total = getattr(value, "total_seconds", None)
-    return float(total()) if callable(total) else float(value)
-
-
-def _reached_server(error: BaseException) -> bool | None:
-    """For a transport-level failure: False if the request surely never reached Telegram
-    (connecting failed, no pooled connection), True/None if it may have."""
-    cause = error.__cause__
-    if isinstance(cause, httpx.ConnectError | httpx.ConnectTimeout | httpx.PoolTimeout):
-        return False
-    return None
-
-
-def decide(
-    error: BaseException | None, *, failures: int, html: bool, now: float
-) -> Decision:
-    """What to do after one send. `failures`: unprocessed failures of this notice so far,
-    this one included; `html`: the send used HTML; `now`: the loop's monotonic clock."""
-    if error is None:
-        return Decision(Action.DELIVERED)
-    if isinstance(error, RetryAfter):
-        # Telegram's own figure (https://core.telegram.org/bots/api#responseparameters):
-        # "the number of seconds left to wait before the request can be repeated".
-        return Decision(Action.WAIT, now + retry_after_seconds(error) + 0.1, "429")
-    if isinstance(error, Forbidden | ChatMigrated):
-        return Decision(Action.GIVE_UP, reason=str(error))
-    if isinstance(error, BadRequest):
-        if html and "parse entities" in str(error).lower():
-            return Decision(Action.PLAIN, reason=str(error))
-        return Decision(Action.GIVE_UP, reason=str(error))
-    if isinstance(error, TimedOut):
-        if _reached_server(error) is False:
-            return Decision(Action.WAIT, now + backoff(failures), "connect timeout")
-        return Decision(Action.AMBIGUOUS, now + backoff(1), "timed out")
-    if isinstance(error, NetworkError):
-        if isinstance(error.__cause__, httpx.HTTPError):
-            if _reached_server(error) is False:
-                return Decision(Action.WAIT, now + backoff(failures), str(error))
-            # The connection broke after the request went out (reset, no answer).
-            return Decision(Action.AMBIGUOUS, now + backoff(1), str(error))
-        if str(error).startswith("Unknown error in HTTP implementation"):
-            return Decision(Action.AMBIGUOUS, now + backoff(1), str(error))
-        # Telegram (or its front end) answered with an error status: nothing was processed
-        # (a 502 Bad Gateway, a 500): retry with backoff.
-        return Decision(Action.WAIT, now + backoff(failures), str(error))
-    if type(error) is TelegramError and "invalid server response" in str(error).lower():
-        # An HTTP 200 whose body is not JSON: the call may well have been processed.
-        return Decision(Action.AMBIGUOUS, now + backoff(1), str(error))
-    return Decision(Action.WAIT, now + backoff(failures), repr(error))
 
 
 @dataclass(frozen=True)

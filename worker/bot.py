@@ -16,7 +16,7 @@ from collections.abc import Callable
 from datetime import datetime
 
 from telegram import ReplyParameters, Update
-from telegram.error import BadRequest, Forbidden, InvalidToken, TelegramError
+from telegram.error import InvalidToken, TelegramError
 from telegram.ext import (
     Application,
     CommandHandler,
@@ -35,6 +35,7 @@ from fleetgram.intake import SlidingWindow, clean_text
 from fleetgram.parsing import PROMPT_MAX, make_title
 from fleetgram.store.base import CancelOutcome, Store
 from fleetgram.telegram.app import build_application, install_allowlist, start_polling, stop_polling
+from fleetgram.telegram.delivery import MAX_AMBIGUOUS_SENDS, Action, decide
 from fleetgram.worker.run import TaskRun, format_footer
 from fleetgram.worker.steps import (
     GROUP_REFUSAL,
@@ -45,6 +46,9 @@ from fleetgram.worker.steps import (
 )
 
 log = logging.getLogger(__name__)
+
+SAY_ATTEMPTS = 4  # sends of one note at most (an ambiguous one is resent once only)
+SAY_MAX_WAIT = 5.0  # seconds waited between them at most
 
 WORKER_COMMANDS = [
     ("new", "Start a fresh conversation"),
@@ -233,25 +237,34 @@ class WorkerBot:
         return floor
 
     async def say(self, chat_id: int, text: str, *, reply_to: int | None = None) -> bool:
-        """A one-line message in a worker chat, best effort (the rate limiter waits out 429s;
-        a network error is tried twice more). False if it could not be sent."""
-        for attempt in range(3):
+        """A one-line message in a worker chat, best effort, decided like every send of the
+        fleet (fleetgram.telegram.delivery): a 429 or 5xx is waited out a few times, an
+        ambiguous failure resent once at most. False if it could not be sent."""
+        failures = ambiguous = 0
+        loop = asyncio.get_running_loop()
+        for _ in range(SAY_ATTEMPTS):
+            error: Exception | None = None
             try:
                 message = await self.app.bot.send_message(
                     chat_id, text, reply_parameters=None if reply_to is None else ReplyParameters(
                         reply_to, allow_sending_without_reply=True),
                 )
-            except (Forbidden, BadRequest) as error:
-                log.info("could not write to a worker chat", extra={
-                    "worker": self.slot, "error": repr(error)})
+            except TelegramError as exc:
+                error, failures = exc, failures + 1
+            verdict = decide(error, failures=failures, html=False, now=loop.time())
+            if verdict.action == Action.DELIVERED:
+                self.note_message(chat_id, message.message_id)
+                return True
+            log.info("could not write to a worker chat", extra={
+                "worker": self.slot, "outcome": verdict.action.value,
+                "reason": verdict.reason[:200]})
+            if verdict.action == Action.AMBIGUOUS:
+                ambiguous += 1
+                if ambiguous >= MAX_AMBIGUOUS_SENDS:
+                    return False
+            elif verdict.action != Action.WAIT:
                 return False
-            except TelegramError as error:
-                log.warning("could not write to a worker chat", extra={
-                    "worker": self.slot, "error": repr(error), "attempt": attempt + 1})
-                await asyncio.sleep(0.5 * 2 ** attempt)
-                continue
-            self.note_message(chat_id, message.message_id)
-            return True
+            await asyncio.sleep(min(SAY_MAX_WAIT, max(0.0, verdict.until - loop.time())))
         return False
 
     async def _mark_leftover_replies(self) -> None:

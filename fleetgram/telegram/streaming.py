@@ -32,10 +32,8 @@ shown is sent as new plain-text messages.
 from __future__ import annotations
 
 import asyncio
-import datetime as dtm
 import logging
 import time
-import warnings
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import TypeVar
@@ -48,10 +46,9 @@ from telegram.error import (
     NetworkError,
     RetryAfter,
     TelegramError,
-    TimedOut,
 )
-from telegram.warnings import PTBDeprecationWarning
 
+from .delivery import maybe_processed, retry_after_seconds
 from .formatting import escape, markdown_to_html, utf16_len, visible_length, visible_text
 from .splitting import DEFAULT_LIMIT, TELEGRAM_LIMIT, split_for_telegram
 
@@ -84,33 +81,12 @@ class _Render:
     plain: str
 
 
-def retry_after_seconds(error: RetryAfter) -> float:
-    """``RetryAfter.retry_after`` in seconds: PTB 22 gives an int (deprecated, with a warning)
-    or a ``datetime.timedelta`` (with ``PTB_TIMEDELTA=true``)."""
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", PTBDeprecationWarning)
-        value = error.retry_after
-    if isinstance(value, dtm.timedelta):
-        return value.total_seconds()
-    return float(value)
-
-
 _MALFORMED = "invalid server response"
 
 
 def _is_malformed(error: TelegramError) -> bool:
     """PTB's error for an answer that is not JSON (a proxy page, a body cut short)."""
     return type(error) is TelegramError and _MALFORMED in error.message.lower()
-
-
-def maybe_processed(error: TelegramError) -> bool:
-    """Telegram may have carried out a call that failed this way: the request reached it and
-    the answer was lost (dropped connection, timeout, malformed body). A front end's 5xx page
-    or a refused connection mean it was not."""
-    if isinstance(error, TimedOut) or _is_malformed(error):
-        return True
-    text = error.message
-    return text.startswith("httpx.") and not text.startswith(("httpx.Connect", "httpx.Proxy"))
 
 
 def _shows(html: str) -> bool:
@@ -333,9 +309,9 @@ class StreamingReply:
             except BadRequest:
                 raise
             except TelegramError as error:
-                if not isinstance(error, NetworkError) and not _is_malformed(error):
-                    raise
-                if attempt == self.final_attempts:
+                # A garbled answer means Telegram (or a proxy) is up but its answers to edits are
+                # unusable: sending the text anew beats waiting out more rounds of edits.
+                if not isinstance(error, NetworkError) or attempt == self.final_attempts:
                     raise
                 _LOG.warning("chat %s: final flush failed (%r), again", self.chat_id, error)
                 self._next_at = self._clock() + self.backoff_max

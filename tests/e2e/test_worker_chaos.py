@@ -405,3 +405,25 @@ async def test_a_store_that_cannot_start_the_task_requeues_it_until_it_fails_wit
         store.heal()
         again = await world.prompt("runs once the disk has room")
         await completed_everywhere(world, fleet, again)
+
+
+async def test_a_worker_note_whose_replies_keep_getting_lost_is_shown_at_most_twice(
+    world: World,
+) -> None:
+    async with one_worker_fleet(world) as fleet:
+        await world.telegram.wait_until_polling(W1, timeout=10)
+        worker = fleet.runtime.workers["worker1"]  # type: ignore[attr-defined]
+        world.telegram.lose_reply_next(W1, "sendMessage", count=5)
+        assert await worker.say(ADA, "⏸ a note for Ada") is False
+        assert worker_chat(world).count("⏸ a note for Ada") == 2
+
+
+async def test_a_worker_note_waits_out_a_bad_gateway_burst_and_is_shown_once(
+    world: World,
+) -> None:
+    async with one_worker_fleet(world) as fleet:
+        await world.telegram.wait_until_polling(W1, timeout=10)
+        worker = fleet.runtime.workers["worker1"]  # type: ignore[attr-defined]
+        world.telegram.fail_for(W1, 1.5, methods=["sendMessage"])
+        assert await worker.say(ADA, "⏸ another note") is True
+        assert worker_chat(world).count("⏸ another note") == 1

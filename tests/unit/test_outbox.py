@@ -17,7 +17,8 @@ from telegram.error import (
 )
 
 from fleetgram.domain import Event
-from fleetgram.master.outbox import Action, Outbox, Outgoing, backoff, decide
+from fleetgram.master.outbox import Outbox, Outgoing
+from fleetgram.telegram.delivery import Action, backoff, decide
 
 from .factories import T0
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from typing import Protocol
 
 from fleetgram.aio import wait_ended
@@ -30,6 +30,18 @@ class WorkerRuntime(Protocol):
     async def close(self) -> None: ...
 
 
+START_RETRY_FIRST = 0.5  # seconds before a failed worker start is tried again, doubled
+START_RETRY_MAX = 10.0
+
+
+async def _quietly(step: Awaitable[object]) -> None:
+    """Clean-up after a failed start: its own failure is logged, never raised."""
+    try:
+        await step
+    except Exception:
+        log.debug("clean-up after a failed start failed", exc_info=True)
+
+
 class InProcessRuntime:
     def __init__(
         self, settings: Settings, store: Store, runner_factory: Callable[[], ClaudeRunner]
@@ -46,25 +58,42 @@ class InProcessRuntime:
     async def start(self, slot: str) -> None:
         if slot in self.workers or slot in self._starting:
             return
-        bot = WorkerBot(
+        self._starting[slot] = asyncio.create_task(self._start(slot), name=f"start-{slot}")
+
+    def _new_bot(self, slot: str) -> WorkerBot:
+        return WorkerBot(
             slot, self.settings.token_for(slot), self.settings, self.store, self.runner_factory(),
             prompt_window=self.prompt_window,
         )
-        self._starting[slot] = asyncio.create_task(self._start(slot, bot), name=f"start-{slot}")
 
-    async def _start(self, slot: str, bot: WorkerBot) -> None:
+    async def _start(self, slot: str) -> None:
+        """Start the slot's worker. A refused token ends it (the bot marks its slot error);
+        any other failure (Telegram or the store out for a while) is retried with backoff
+        until it starts or the slot is stopped: a slot left "starting" would never run."""
+        delay = START_RETRY_FIRST
         try:
-            if await bot.start():
-                self.workers[slot] = bot
-        except Exception as exc:
-            log.exception("worker failed to start", extra={"worker": slot})
-            await self.store.update_slot(slot, error=f"could not start: {type(exc).__name__}")
+            while True:
+                bot = self._new_bot(slot)
+                try:
+                    if await bot.start():
+                        self.workers[slot] = bot
+                    return
+                except asyncio.CancelledError:
+                    await _quietly(bot.stop(drain=False))
+                    raise
+                except Exception as exc:
+                    log.warning("worker failed to start; trying again", extra={
+                        "worker": slot, "error": type(exc).__name__, "retry_in": delay})
+                    await _quietly(bot.stop(drain=False))
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, START_RETRY_MAX)
         finally:
             self._starting.pop(slot, None)
 
     async def stop(self, slot: str, *, drain: bool = True) -> None:
         starting = self._starting.pop(slot, None)
         if starting is not None:
+            starting.cancel()
             await wait_ended([starting])
         bot = self.workers.pop(slot, None)
         if bot is not None:

@@ -14,7 +14,7 @@ import pytest
 import telegram
 
 from fleetgram.claude.compaction import SUMMARY_INSTRUCTION
-from fleetgram.domain import Task, TaskSource, TaskState, new_task_id
+from fleetgram.domain import Task, TaskSource, TaskState, new_task_id, utcnow
 from fleetgram.fleet import Fleet
 from fleetgram.store import open_store
 from tests.e2e.harness import (
@@ -427,3 +427,30 @@ async def test_a_worker_note_waits_out_a_bad_gateway_burst_and_is_shown_once(
         world.telegram.fail_for(W1, 1.5, methods=["sendMessage"])
         assert await worker.say(ADA, "⏸ another note") is True
         assert worker_chat(world).count("⏸ another note") == 1
+
+
+async def test_a_worker_whose_start_meets_a_store_outage_starts_once_the_store_is_back(
+    world: World,
+) -> None:
+    settings = world.settings(workers=2, MIN_WORKERS="1", MAX_WORKERS="2",
+                              WORKER_LEASE_SECONDS="15")
+    store = FaultyStore(open_store(settings.database_url))
+    fleet = Fleet(settings, store=store)  # type: ignore[arg-type]
+    await fleet.start()
+    try:
+        await world.open_chats(world.ada, workers=2)
+        await world.telegram.wait_until_polling(W1, timeout=10)
+        now = utcnow()  # what the orchestrator writes when it decides to start a slot
+        await store.update_slot("worker2", enabled=True, started_at=now, state_since=now)
+        store.refuse_writes()
+        await fleet.runtime.start("worker2")
+        await wait_until(lambda: "requeue_worker_tasks" in store.refused, 10,
+                         "worker2's start to meet the outage")
+        store.heal()
+        await world.telegram.wait_until_polling(worker_bot(2), timeout=15)
+        await world.ada.send(worker_bot(2), "are you there, worker2?")
+        await world.ada.wait_for_text(worker_bot(2), "✅", timeout=15)
+        # a worker the runtime knows: it can be stopped, scaled down and woken like any other
+        assert "worker2" in fleet.runtime.workers  # type: ignore[attr-defined]
+    finally:
+        await fleet.stop()

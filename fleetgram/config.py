@@ -55,6 +55,22 @@ class Mode(StrEnum):
     KUBERNETES = "kubernetes"
 
 
+class EngineKind(StrEnum):
+    """What runs a task: the Messages API (talk only) or Claude Code (tools in a workspace)."""
+
+    CHAT = "chat"
+    AGENT = "agent"
+
+
+class PermissionMode(StrEnum):
+    """What an agent may do without asking the task's user (agent mode)."""
+
+    ASK = "ask"  # every edit and command is asked with buttons
+    EDITS = "edits"  # file edits allowed, commands asked
+    ALL = "all"  # nothing asked
+    PLAN = "plan"  # read only
+
+
 @dataclass(frozen=True)
 class Settings:
     master_bot_token: str
@@ -98,7 +114,25 @@ class Settings:
     log_level: str = "INFO"
     worker_token: str | None = None  # cluster mode: the one token of this worker's Secret
     pool_name: str = "fleetgram"  # cluster mode: the WorkerPool this process belongs to
+    # Agent mode (WORKER_ENGINE=agent): see README "Agent mode".
+    worker_engine: EngineKind = EngineKind.CHAT
+    claude_code_oauth_token: str | None = None
+    data_dir: Path = Path("fleetgram-data")
+    workspace_root: Path = Path("fleetgram-data/workspaces")
+    workspace_repo: str | None = None  # a git URL or a local path; each worker clones it
+    # A directory with `username` and `password` (HTTPS) or `ssh-privatekey` files for git.
+    workspace_git_credentials: Path | None = None
+    permission_mode: PermissionMode = PermissionMode.ASK
+    approval_timeout: float = 600.0
+    task_budget_usd: float | None = None
+    task_max_turns: int | None = None
+    agent_verbose: int = 1  # /verbose default: 0 answer only, 1 one line per tool, 2 and results
+    agent_sandbox: bool = False  # the Claude Code CLI's own sandbox for Bash (bubblewrap)
+    agent_cli_path: str | None = None  # default: the CLI bundled in claude-agent-sdk
     extra: Mapping[str, str] = field(default_factory=dict)
+
+    def workspace_for(self, slot: str) -> Path:
+        return self.workspace_root / slot
 
     @property
     def slot_names(self) -> list[str]:
@@ -243,7 +277,23 @@ def load_settings(
         c.add("WORKER_TOKEN_POOL", "contains MASTER_BOT_TOKEN; each bot needs its own")
 
     allowed = c.get(lambda: _allowed_users(env), frozenset())
-    api_key = c.get(lambda: _required(env, "ANTHROPIC_API_KEY", "your Anthropic API key"), "")
+    engine = EngineKind.CHAT
+    engine_raw = env.get("WORKER_ENGINE", "").strip().lower() or "chat"
+    try:
+        engine = EngineKind(engine_raw)
+    except ValueError:
+        c.add("WORKER_ENGINE", f"must be 'chat' or 'agent', got {engine_raw!r}")
+    oauth = env.get("CLAUDE_CODE_OAUTH_TOKEN", "").strip() or None
+    if engine == EngineKind.AGENT and oauth and not env.get("ANTHROPIC_API_KEY", "").strip():
+        api_key = ""  # Claude Code on a subscription: the CLI authenticates with the token
+    else:
+        api_key = c.get(lambda: _required(
+            env, "ANTHROPIC_API_KEY",
+            "your Anthropic API key (agent mode also takes CLAUDE_CODE_OAUTH_TOKEN)"), "")
+    if oauth and engine != EngineKind.AGENT:
+        c.add("CLAUDE_CODE_OAUTH_TOKEN", "is used by WORKER_ENGINE=agent only; "
+                                         "the chat engine needs ANTHROPIC_API_KEY")
+    agent = _agent_settings(env, c)
 
     min_workers = c.get(lambda: _int(env, "MIN_WORKERS", 1, minimum=0), 1)
     max_workers = c.get(lambda: _int(env, "MAX_WORKERS", 5, minimum=1), 5)
@@ -341,7 +391,55 @@ def load_settings(
         log_level=level,
         worker_token=worker_token,
         pool_name=env.get("FLEETGRAM_POOL", "").strip() or "fleetgram",
+        worker_engine=engine,
+        claude_code_oauth_token=oauth,
+        **agent,  # type: ignore[arg-type]
         **settings,  # type: ignore[arg-type]
+    )
+
+
+def _agent_settings(env: Mapping[str, str], c: _Collector) -> dict[str, object]:
+    """The agent-mode settings (validated whatever the engine, so a typo shows at once)."""
+    data_dir = Path(env.get("DATA_DIR", "").strip() or "fleetgram-data")
+    root_raw = env.get("WORKSPACE_ROOT", "").strip()
+    root = Path(root_raw) if root_raw else data_dir / "workspaces"
+    repo = env.get("WORKSPACE_REPO", "").strip() or None
+    if repo is not None and "://" not in repo and not repo.startswith("git@"):
+        if not Path(repo).exists():
+            c.add("WORKSPACE_REPO", f"{repo!r} is neither a git URL nor an existing path")
+    mode = PermissionMode.ASK
+    mode_raw = env.get("PERMISSION_MODE", "").strip().lower() or "ask"
+    try:
+        mode = PermissionMode(mode_raw)
+    except ValueError:
+        c.add("PERMISSION_MODE", f"must be ask, edits, all or plan, got {mode_raw!r}")
+    budget_raw = env.get("TASK_BUDGET_USD", "").strip()
+    budget = c.get(lambda: _float(env, "TASK_BUDGET_USD", 0.0, minimum=0.0001,
+                                  what="an amount in US dollars such as 2.50"),
+                   None) if budget_raw else None
+    turns_raw = env.get("TASK_MAX_TURNS", "").strip()
+    turns = c.get(lambda: _int(env, "TASK_MAX_TURNS", 0, minimum=1),
+                  None) if turns_raw else None
+    sandbox_raw = env.get("AGENT_SANDBOX", "").strip().lower() or "0"
+    if sandbox_raw not in {"0", "1", "true", "false", "yes", "no"}:
+        c.add("AGENT_SANDBOX", "must be 1 or 0")
+    credentials_raw = env.get("WORKSPACE_GIT_CREDENTIALS", "").strip()
+    credentials = Path(credentials_raw) if credentials_raw else None
+    if credentials is not None and not credentials.is_dir():
+        c.add("WORKSPACE_GIT_CREDENTIALS", f"{credentials_raw!r} is not a directory")
+    return dict(
+        data_dir=data_dir,
+        workspace_git_credentials=credentials,
+        workspace_root=root,
+        workspace_repo=repo,
+        permission_mode=mode,
+        approval_timeout=c.get(
+            lambda: _float(env, "APPROVAL_TIMEOUT", 600.0, minimum=1.0), 600.0),
+        task_budget_usd=budget,
+        task_max_turns=turns,
+        agent_verbose=c.get(lambda: _int(env, "AGENT_VERBOSE", 1, minimum=0, maximum=2), 1),
+        agent_sandbox=sandbox_raw in {"1", "true", "yes"},
+        agent_cli_path=env.get("AGENT_CLI_PATH", "").strip() or None,
     )
 
 

@@ -101,9 +101,21 @@ class Task:
     assigned_at: datetime | None = None
     started_at: datetime | None = None
     completed_at: datetime | None = None
+    # What a running task waits for from its user (agent mode), e.g. "approval: Bash `ls`";
+    # None while it is not waiting. A finished or requeued task is never waiting.
+    waiting: str | None = None
 
     def with_(self, **changes: Any) -> Task:
         return replace(self, **changes)
+
+
+@dataclass(frozen=True)
+class Attachment:
+    """A file the user sent with a prompt; the worker writes it into its workspace."""
+
+    name: str
+    mime: str | None
+    data: bytes = field(repr=False)  # may be megabytes: kept out of logs and test output
 
 
 class WorkerState(StrEnum):

@@ -276,12 +276,15 @@ class MasterBot:
         assert update.effective_chat is not None and update.effective_user is not None
         slots, states = await self._states()
         mine = set()
+        waiting: dict[str, str] = {}
         for slot in slots:
             if slot.current_task:
                 task = await self.store.get_task(slot.current_task)
                 if task is not None and task.user_id == update.effective_user.id:
                     mine.add(task.id)
-        text = workers_view(slots, states, self.clock(), viewer_tasks=mine)
+                    if task.waiting:
+                        waiting[task.id] = task.waiting
+        text = workers_view(slots, states, self.clock(), viewer_tasks=mine, waiting=waiting)
         await self._say(update.effective_chat.id, text, html_text=True)
 
     async def _on_cancel(self, update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Collection, Sequence
+from collections.abc import Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from html import escape
@@ -52,6 +52,11 @@ _STATE_ICON = {
     WorkerState.ERROR: "🔴",
     WorkerState.STOPPED: "⚪",
 }
+
+
+def waiting_note(what: str) -> str:
+    """The line that says a task waits for its user (an approval in agent mode)."""
+    return f"⏳ waiting for you: {escape(what)}"
 
 
 def ago(then: datetime | None, now: datetime) -> str:
@@ -145,6 +150,7 @@ def queue_view(
             f"▶️ <code>{t.id}</code> p{t.priority} on {t.worker}"
             f" · {ago(t.started_at or t.assigned_at, now)}"
             f" — {escape(t.title)}"
+            + (f"\n    {waiting_note(t.waiting)}" if t.waiting else "")
         )
     for i, t in enumerate(pending, 1):
         pin = f" → {t.pinned_worker}" if t.pinned_worker else ""
@@ -175,9 +181,12 @@ def workers_view(
     states: dict[str, WorkerState],
     now: datetime,
     viewer_tasks: Collection[str] = (),
+    waiting: Mapping[str, str] | None = None,
 ) -> str:
     """Every slot; a busy worker names its task only if it is one of `viewer_tasks` (the
-    viewer's own), otherwise it says "busy on another user's task"."""
+    viewer's own), otherwise it says "busy on another user's task". `waiting` (task id ->
+    Task.waiting) adds what the viewer's own task waits for from them."""
+    waiting = waiting or {}
     if not slots:
         return "No worker slots: set WORKER_TOKEN_POOL."
     running = sum(1 for s in states.values() if s not in (WorkerState.STOPPED, WorkerState.ERROR))
@@ -193,6 +202,9 @@ def workers_view(
                 if slot.current_task in viewer_tasks else "another user's task"
             )
             detail = f"busy on {what} for {ago(slot.state_since, now)}"
+            asked = waiting.get(slot.current_task)
+            if asked and slot.current_task in viewer_tasks:  # another user's question is theirs
+                detail += f" · {waiting_note(asked)}"
         if state == WorkerState.ERROR and slot.error:
             detail = f"error: {escape(slot.error)}"
         if state == WorkerState.STOPPED:

@@ -31,9 +31,11 @@ from fleetgram.operator.kubeapi import (
     bottasks_path,
     deployments_path,
     leases_path,
+    persistentvolumeclaims_path,
     secrets_path,
     workerpools_path,
 )
+from fleetgram.operator.manifests import workspace_claim
 from fleetgram.operator.outbox import NullOutbox, Outbox
 from fleetgram.operator.reconcile import (
     Assignment,
@@ -71,6 +73,7 @@ class Outcome:
     assigned: list[tuple[str, str]] = field(default_factory=list)
     requeued: list[tuple[str, str]] = field(default_factory=list)  # (task, new phase)
     created: list[str] = field(default_factory=list)
+    claims: list[str] = field(default_factory=list)  # workspace PVCs created
     deleted: list[str] = field(default_factory=list)
     replaced: list[str] = field(default_factory=list)
     relabelled: list[str] = field(default_factory=list)
@@ -181,6 +184,8 @@ class Reconciler:
                                 self._create(ns, create, memory, out))
         for rep in the_plan.replaces:
             try:
+                # The new template may be the first to mount a workspace claim.
+                await self._ensure_claim(ns, pool, rep.slot, out)
                 await self.api.replace(deployments_path(ns, rep.name), rep.body)
                 out.replaced.append(rep.name)
             except KubeError as exc:
@@ -275,6 +280,8 @@ class Reconciler:
             log.warning("worker not started", extra={"worker": c.slot, "reason": problem})
             return
         memory.secret_errors.pop(c.slot, None)
+        # Before the Deployment: a pod whose claim is missing would wait unscheduled.
+        await self._ensure_claim(ns, pool, c.slot, out)
         try:
             await self.api.create(deployments_path(ns), c.manifest)
         except Conflict:
@@ -284,6 +291,26 @@ class Reconciler:
             return
         out.created.append(c.manifest["metadata"]["name"])
         log.info("worker started", extra={"worker": c.slot, "reason": c.reason})
+
+    async def _ensure_claim(self, ns: str, pool: Mapping[str, Any], slot: str,
+                            out: Outcome) -> None:
+        """Create the slot's workspace PVC if it is missing. An existing claim is never
+        replaced, resized or recreated: it holds the worker's clone and Claude Code sessions."""
+        claim = workspace_claim(pool, slot)
+        if claim is None:
+            return
+        name = claim["metadata"]["name"]
+        try:
+            await self.api.get(persistentvolumeclaims_path(ns, name))
+            return
+        except NotFound:
+            pass
+        try:
+            await self.api.create(persistentvolumeclaims_path(ns), claim)
+        except Conflict:
+            return  # created in between (another replica)
+        out.claims.append(name)
+        log.info("workspace claim created", extra={"worker": slot, "claim": name})
 
     async def _secret_problem(self, ns: str, secret: tuple[str, str]) -> str | None:
         name, key = secret

@@ -66,6 +66,10 @@ def deployments_path(namespace: str, name: str | None = None) -> str:
     return _path("/apis/apps/v1", namespace, "deployments", name, None)
 
 
+def persistentvolumeclaims_path(namespace: str, name: str | None = None) -> str:
+    return _path("/api/v1", namespace, "persistentvolumeclaims", name, None)
+
+
 def leases_path(namespace: str, name: str | None = None) -> str:
     return _path("/apis/coordination.k8s.io/v1", namespace, "leases", name, None)
 

@@ -4,7 +4,9 @@ One Deployment per active token slot: one replica, replaced with Recreate (a bot
 polled by one process only, so an old and a new pod must never overlap), owned by the
 WorkerPool (deleting the pool deletes its workers), and holding only its own token: the
 container's WORKER_TOKEN comes from a secretKeyRef to that slot's Secret, and nothing else of
-the token pool reaches the pod.
+the token pool reaches the pod. Agent workers (WorkerPool `engine: agent`) also get their
+workspace volume and settings (fleetgram.operator.agent); every worker runs non-root on a
+read-only root filesystem, writing only to /tmp and its workspace.
 """
 
 from __future__ import annotations
@@ -25,6 +27,7 @@ from fleetgram.kube.objects import (
     iso,
     worker_labels,
 )
+from fleetgram.operator import agent
 
 CONTAINER_NAME = "worker"
 RUN_AS_USER = 10001  # the images' unprivileged user (as in the Helm chart)
@@ -70,6 +73,7 @@ def worker_env(pool: Mapping[str, Any], slot: str, index: int) -> list[dict[str,
     own.append({"name": "WORKER_LEASE_SECONDS", "value": str(spec.get("leaseSeconds", 30))})
     own.append({"name": "WORKER_TOKEN",
                 "valueFrom": {"secretKeyRef": {"name": secret, "key": key}}})
+    own += agent.agent_env(pool)
     taken = {e["name"] for e in own} | _DROPPED_ENV
     inherited = [
         copy.deepcopy(dict(e)) for e in template.get("env") or []
@@ -94,15 +98,20 @@ def pod_template(pool: Mapping[str, Any], slot: str, index: int) -> dict[str, An
         "command": ["fleetgram"],
         "args": ["worker", "--slot", slot],
         "env": worker_env(pool, slot, index),
+        # Writable: /tmp and (agent workers) the workspace only; the agent's commands must
+        # not change the image.
         "securityContext": {
             "allowPrivilegeEscalation": False,
+            "readOnlyRootFilesystem": True,
             "capabilities": {"drop": ["ALL"]},
         },
-        "volumeMounts": [{"name": "tmp", "mountPath": "/tmp"}],
+        "volumeMounts": [{"name": "tmp", "mountPath": "/tmp"}, *agent.agent_mounts(pool)],
     }
     if template.get("imagePullPolicy"):
         container["imagePullPolicy"] = template["imagePullPolicy"]
-    if template.get("resources"):
+    if agent.is_agent(pool):
+        container["resources"] = agent.agent_resources(template.get("resources"))
+    elif template.get("resources"):
         container["resources"] = copy.deepcopy(dict(template["resources"]))
     pod_spec: dict[str, Any] = {
         "containers": [container],
@@ -115,11 +124,17 @@ def pod_template(pool: Mapping[str, Any], slot: str, index: int) -> dict[str, An
             "fsGroup": RUN_AS_USER,
             "seccompProfile": {"type": "RuntimeDefault"},
         },
-        "volumes": [{"name": "tmp", "emptyDir": {}}],
+        "volumes": [{"name": "tmp", "emptyDir": {}}, *agent.agent_volumes(pool, slot)],
     }
     if template.get("serviceAccountName"):
         pod_spec["serviceAccountName"] = template["serviceAccountName"]
     return {"metadata": {"labels": labels}, "spec": pod_spec}
+
+
+def workspace_claim(pool: Mapping[str, Any], slot: str) -> dict[str, Any] | None:
+    """The PVC of `slot`'s workspace (agent workers with a persistentVolumeClaim workspace),
+    owned by the pool; None otherwise."""
+    return agent.workspace_claim(pool, slot, owner_reference(pool))
 
 
 def template_hash(template: Mapping[str, Any]) -> str:

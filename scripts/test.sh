@@ -10,7 +10,7 @@ PYTHON=${PYTHON:-python3}
 if [ ! -x .venv/bin/python ]; then
   "$PYTHON" -P -m venv .venv
 fi
-.venv/bin/pip install -q --disable-pip-version-check -e '.[test]'
+.venv/bin/pip install -q --disable-pip-version-check -e '.[test,agent]'
 
 # The tests use the real PostgreSQL of this machine (127.0.0.1:5432, trust auth).
 if ! pg_isready -q -h 127.0.0.1 -p 5432 2>/dev/null; then

@@ -28,6 +28,7 @@ WRITE_METHODS = frozenset({
     "purge_finished", "archive_task", "ensure_slots", "update_slot", "add_event",
     "mark_event_delivered", "record_ambiguous_send", "remember_reply", "forget_replies",
     "active_conversation", "new_conversation", "append_turns", "replace_turns",
+    "set_session", "set_waiting", "add_attachments",
 })
 
 SQLITE_FULL_MESSAGE = "database or disk is full"  # sqlite3_errstr(SQLITE_FULL)

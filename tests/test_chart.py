@@ -256,6 +256,7 @@ def test_operator_rbac_is_the_documented_set(rendered):
         *{('apps', 'deployments', v) for v in
           ('get', 'list', 'watch', 'create', 'patch', 'update', 'delete')},
         ('', 'secrets', 'get'),
+        ('', 'persistentvolumeclaims', 'get'), ('', 'persistentvolumeclaims', 'create'),
         *{('coordination.k8s.io', 'leases', v) for v in ('get', 'list', 'watch', 'delete')},
         ('', 'events', 'create'),
     }

@@ -12,10 +12,11 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable, Sequence
 from datetime import datetime
+from pathlib import Path
 
-from telegram import ReplyParameters, Update
+from telegram import Message, ReplyParameters, Update
 from telegram.error import InvalidToken, TelegramError
 from telegram.ext import (
     Application,
@@ -27,15 +28,28 @@ from telegram.ext import (
 )
 
 from fleetgram.aio import wait_ended
-from fleetgram.claude.deadline import CallLimits
 from fleetgram.claude.runner import ClaudeRunner
-from fleetgram.config import Settings
-from fleetgram.domain import Task, TaskSource, TaskState, event_payload, new_task_id, utcnow
+from fleetgram.config import EngineKind, Settings
+from fleetgram.domain import (
+    Attachment,
+    Task,
+    TaskSource,
+    TaskState,
+    event_payload,
+    new_task_id,
+    utcnow,
+)
+from fleetgram.engines.base import ApprovalChoice, Engine, ToolCall
+from fleetgram.engines.chat import ChatEngine
+from fleetgram.engines.permissions import approval_text
 from fleetgram.intake import SlidingWindow, clean_text
 from fleetgram.parsing import PROMPT_MAX, make_title
 from fleetgram.store.base import CancelOutcome, Store
 from fleetgram.telegram.app import build_application, install_allowlist, start_polling, stop_polling
 from fleetgram.telegram.delivery import MAX_AMBIGUOUS_SENDS, Action, decide
+from fleetgram.worker.agent_chat import AGENT_COMMANDS, AgentChat, waiting_label
+from fleetgram.worker.approvals import Approvals
+from fleetgram.worker.files import deliver_file
 from fleetgram.worker.run import TaskRun, format_footer
 from fleetgram.worker.steps import (
     GROUP_REFUSAL,
@@ -59,7 +73,16 @@ WORKER_COMMANDS = [
 # How long a store write of the task path is retried before its step gives up.
 STORE_RETRY_SECONDS = 20.0
 
-__all__ = ["WorkerBot", "format_footer"]
+__all__ = ["WorkerBot", "format_footer", "make_engine"]
+
+
+def make_engine(settings: Settings, slot: str, store: Store, runner: ClaudeRunner) -> Engine:
+    """WORKER_ENGINE: the Messages API (chat) or Claude Code (agent, the `agent` extra)."""
+    if settings.worker_engine == EngineKind.AGENT:
+        from fleetgram.engines.agent import AgentEngine  # the `agent` extra, loaded on demand
+
+        return AgentEngine(settings, slot, store)
+    return ChatEngine(runner, store, settings)
 
 
 class WorkerBot:
@@ -73,11 +96,13 @@ class WorkerBot:
         *,
         clock: Callable[[], datetime] = utcnow,
         prompt_window: SlidingWindow | None = None,
+        engine: Engine | None = None,
     ) -> None:
         self.slot = slot
         self.settings = settings
         self.store = store
         self.runner = runner
+        self.engine: Engine = engine or make_engine(settings, slot, store, runner)
         self.clock = clock
         self.app: Application = build_application(token, settings)
         self.username: str | None = None
@@ -88,17 +113,11 @@ class WorkerBot:
         self._wake = asyncio.Event()
         self._slot_lock = asyncio.Lock()
         self.store_retry_seconds = STORE_RETRY_SECONDS
-        # Tokens the last call of each conversation carried (prompt and answer): compaction.
-        self.context_tokens: dict[int, int] = {}
         self._floors: dict[int, int] = {}  # chat id -> newest message id known there
         # PROMPTS_PER_MINUTE counts a user's prompts across the fleet: the workers of one
         # process share the window they are given (see InProcessRuntime); alone, a worker
         # keeps its own.
         self.prompt_window = prompt_window or SlidingWindow(settings.prompts_per_minute, 60.0)
-        if runner.limits == CallLimits():  # a runner built without limits gets the settings'
-            runner.limits = CallLimits(
-                wall=settings.claude_timeout, stall=settings.claude_stall_timeout
-            )
         install_allowlist(self.app, settings.allowed_user_ids)
         new_messages = filters.UpdateType.MESSAGE
         # One handler per update in group 0, the first that matches: refusals come first.
@@ -106,6 +125,12 @@ class WorkerBot:
         self.app.add_handler(CommandHandler(["start", "help"], self._on_help))
         self.app.add_handler(CommandHandler("new", self._on_new))
         self.app.add_handler(CommandHandler("stop", self._on_stop))
+        self.agent_chat: AgentChat | None = None
+        self.approvals: Approvals | None = None
+        if self.engine.kind == "agent":
+            self.agent_chat = AgentChat(self, self.engine)  # type: ignore[arg-type]
+            self.approvals = Approvals(self.app.bot, timeout=settings.approval_timeout)
+            self.app.add_handler(self.approvals.handler())
         self.app.add_handler(
             MessageHandler(new_messages & filters.TEXT & ~filters.COMMAND, self._on_text)
         )
@@ -120,7 +145,8 @@ class WorkerBot:
     async def start(self) -> bool:
         """Start polling and working. False (slot marked error) if Telegram refuses the token."""
         try:
-            await start_polling(self.app, WORKER_COMMANDS)
+            commands = WORKER_COMMANDS + (AGENT_COMMANDS if self.agent_chat else [])
+            await start_polling(self.app, commands)
         except InvalidToken:
             log.warning("worker token refused", extra={"worker": self.slot})
             await self.store.update_slot(
@@ -134,8 +160,10 @@ class WorkerBot:
         await self._mark_leftover_replies()
         now = self.clock()
         # Tasks this slot held when it last died go back to the queue (attempts counted).
+        # An agent with a repo reruns them itself: its clone holds the branch as it was left.
         await self.store.requeue_worker_tasks(
-            self.slot, now, max_attempts=self.settings.max_attempts, reason="worker restarted"
+            self.slot, now, max_attempts=self.settings.max_attempts, reason="worker restarted",
+            keep_on_worker=self.agent_chat is not None and self.settings.workspace_repo is not None,
         )
         await self.store.update_slot(
             self.slot, username=self.username, ready_at=now, heartbeat_at=now, error=None,
@@ -165,6 +193,8 @@ class WorkerBot:
         for loop in self._loops:
             loop.cancel()
         await wait_ended(self._loops)
+        with contextlib.suppress(Exception):
+            await self.engine.close()
         await stop_polling(self.app)
 
     def wake(self) -> None:
@@ -206,7 +236,11 @@ class WorkerBot:
     # --- running a task ------------------------------------------------------------------
     async def _execute(self, task: Task) -> None:
         """Run one claimed task to its end (see fleetgram.worker.run for the steps)."""
-        ending = await TaskRun(self, task).execute()
+        try:
+            ending = await TaskRun(self, task).execute()
+        finally:
+            if self.approvals is not None:  # questions of an ended task are answered no
+                self.approvals.cancel_task(task.id)
         log.info("task ended", extra={"worker": self.slot, "task": task.id,
                                       "phase": ending.phase.value})
 
@@ -221,6 +255,44 @@ class WorkerBot:
 
     def payload(self, task: Task, **extra: object) -> dict[str, object]:
         return event_payload(task, self.slot, self.username, **extra)
+
+    # --- what the agent engine asks of the worker ------------------------------------------
+    @property
+    def workspace_dir(self) -> Path | None:
+        """The agent's working directory; None for the chat engine."""
+        return getattr(self.engine, "workspace_dir", None)
+
+    def verbosity_for(self, user_id: int) -> int:
+        if self.agent_chat is None:
+            return 0
+        return self.agent_chat.verbosity_for(user_id)
+
+    async def ask_approval(self, run: TaskRun, call: ToolCall) -> ApprovalChoice:
+        """Ask the task's user about `call` with buttons; the task shows as waiting meanwhile."""
+        task = run.task
+        if self.approvals is None:
+            return ApprovalChoice.DENY
+        what = waiting_label(call)
+        await self._quietly(self.store.set_waiting(task.id, what))
+        try:
+            return await self.approvals.ask(
+                chat_id=task.user_id, user_id=task.user_id, task_id=task.id,
+                text=approval_text(call, self.workspace_dir))
+        finally:
+            await self._quietly(self.store.set_waiting(task.id, None))
+
+    async def send_workspace_file(self, run: TaskRun, path: str, caption: str) -> str:
+        root = self.workspace_dir
+        if root is None:
+            return "send_file is not available here."
+        return await deliver_file(self.app.bot, run.task.user_id, root, path, caption)
+
+    async def _quietly(self, write: Awaitable[object]) -> None:
+        try:
+            await write
+        except Exception:
+            log.warning("store write failed (display only)", extra={"worker": self.slot},
+                        exc_info=True)
 
     # --- the worker chats ------------------------------------------------------------------
     def note_message(self, chat_id: int, message_id: int | None) -> None:
@@ -377,33 +449,42 @@ class WorkerBot:
         assert message.text is not None
         self.note_message(message.chat_id, message.message_id)
         cleaned = clean_text(message.text.strip())
-        prompt = cleaned.text
-        if not prompt:
+        if not cleaned.text:
             return
+        await self.accept_prompt(message, user.id, cleaned.text, note=cleaned.note)
+
+    async def accept_prompt(
+        self, message: Message, user_id: int, prompt: str, *, note: str | None = None,
+        files: Sequence[Attachment] = (),
+    ) -> Task | None:
+        """A prompt written in this worker's chat becomes a task pinned to this worker, within
+        the user's limits; `files` (agent mode) go with it into the workspace."""
         if len(prompt) > PROMPT_MAX:
             await message.reply_text(
                 f"That prompt is {len(prompt)} characters; the limit is {PROMPT_MAX}."
             )
-            return
-        wait = self.prompt_window.take(user.id, time.monotonic())
+            return None
+        wait = self.prompt_window.take(user_id, time.monotonic())
         if wait > 0:
             await message.reply_text(prompt_rate_refusal(self.settings.prompts_per_minute, wait))
-            return
-        pending = await self.store.count_tasks([TaskState.PENDING], user_id=user.id)
+            return None
+        pending = await self.store.count_tasks([TaskState.PENDING], user_id=user_id)
         if pending >= self.settings.max_pending_per_user:
             await message.reply_text(
                 f"You have {pending} tasks waiting (the limit is "
                 f"{self.settings.max_pending_per_user}); this one was not queued."
             )
-            return
+            return None
         task = Task(
-            id=new_task_id(), user_id=user.id, chat_id=message.chat_id, prompt=prompt,
+            id=new_task_id(), user_id=user_id, chat_id=message.chat_id, prompt=prompt,
             title=make_title(prompt), source=TaskSource.DIRECT, pinned_worker=self.slot,
             created_at=self.clock(), message_id=message.message_id,
         )
+        if files:  # stored before the task exists, so a claim never finds it without them
+            await self.store.add_attachments(task.id, files)
         task = await self.store.create_task(task)
-        if cleaned.note:
-            await message.reply_text(cleaned.note)
+        if note:
+            await message.reply_text(note)
         if self.current_task is not None:
             position = await self.store.queue_position(task.id)
             await message.reply_text(
@@ -411,3 +492,4 @@ class WorkerBot:
                 f"{self.current_task}."
             )
         self.wake()
+        return task

@@ -19,23 +19,16 @@ import contextlib
 import logging
 import time
 from collections.abc import Awaitable, Callable
+from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from telegram.error import TelegramError
 
 from fleetgram import metrics
 from fleetgram.aio import being_cancelled
-from fleetgram.claude.compaction import (
-    SUMMARY_INSTRUCTION,
-    Compaction,
-    compact,
-    estimate_text_tokens,
-    estimate_tokens,
-    needs_compaction,
-    trim,
-)
-from fleetgram.claude.runner import TurnOutcome, UsageMeter, is_prompt_too_long
+from fleetgram.claude.runner import UsageMeter
 from fleetgram.domain import Task, TaskSource, TaskState
+from fleetgram.engines.base import ApprovalChoice, ToolCall, TurnResult
 from fleetgram.telegram.streaming import ChatUnavailable, StreamingReply
 from fleetgram.worker.steps import (
     Ending,
@@ -46,6 +39,7 @@ from fleetgram.worker.steps import (
     ending_for,
     failed_note,
     interrupted_note,
+    limit_note,
     requeued_note,
     retry_delays,
     unrecorded_note,
@@ -60,6 +54,8 @@ _T = TypeVar("_T")
 CANCEL_POLL_SECONDS = 0.25
 FIRST_MESSAGE_ROUNDS = 2  # StreamingReply.start retries inside; whole rounds tried here
 NOTE_TIMEOUT = 2.0  # seconds the interrupted note may take while the process stops
+BOOKKEEPING_TIMEOUT = 1.0  # ... and the rest (the agent's work saved, the reply forgotten)
+INTERRUPT_TIMEOUT = 1.0  # seconds the engine's polite interrupt may take before a cancel
 
 
 def format_footer(task: Task, seconds: float) -> str:
@@ -85,6 +81,7 @@ class TaskRun:
         self.cancelled_by_user = asyncio.Event()
         self.started = time.monotonic()
         self.phase = Phase.CLAIMED
+        self.answer: list[str] = []  # the answer's text as streamed
         self._usage_recorded = False
 
     # ------------------------------------------------------------------ the state machine
@@ -121,12 +118,12 @@ class TaskRun:
                 "started", self.worker.payload(running), task_id=running.id,
                 chat_id=running.chat_id))
         try:
-            history = await self._load_conversation()
+            await self._open_conversation()
         except StepFailed as failed:
             return await self._conclude(ending_for(failed), None)
         await self._open_chat()
         try:
-            outcome = await self._ask_claude(history)
+            outcome = await self._ask_engine()
         except asyncio.CancelledError:
             if being_cancelled() or not self.cancelled_by_user.is_set():
                 raise  # the worker is stopping: execute() leaves the interrupted note
@@ -136,53 +133,16 @@ class TaskRun:
         return await self._conclude(Ending(Phase.COMPLETED), outcome)
 
     # ------------------------------------------------------------------ steps
-    async def _load_conversation(self) -> list[dict[str, Any]]:
+    async def _open_conversation(self) -> None:
         """Master tasks start a fresh conversation; a message in the worker chat continues
-        the active one. Compacts it first when it nears the context window."""
+        the active one."""
         task = self.task
         if task.source == TaskSource.MASTER:
             opener = self.store.new_conversation
         else:
             opener = self.store.active_conversation
-        conversation = await self._persist(
+        self.conversation = await self._persist(
             Step.CONVERSATION, lambda: opener(self.slot, task.user_id))
-        self.conversation = conversation
-        history = await self._persist(Step.CONVERSATION, lambda: self.store.load_turns(
-            conversation))
-        settings = self.worker.settings
-        known = self.worker.context_tokens.get(conversation, 0)
-        size = max(known, estimate_tokens(history)) + estimate_text_tokens(task.prompt)
-        if history and needs_compaction(size, settings.claude_context_window, settings.compact_at):
-            history = await self._compact(history, summarise=True)
-        return history
-
-    async def _compact(self, history: list[dict[str, Any]], *, summarise: bool
-                       ) -> list[dict[str, Any]]:
-        assert self.conversation is not None
-        runner = self.worker.runner
-
-        async def summary(old: list[dict[str, Any]]) -> str:
-            return await runner.summarise(old, SUMMARY_INSTRUCTION, meter=self.meter)
-
-        window = self.worker.settings.claude_context_window
-        if summarise:
-            result = await compact(history, window=window, summarise=summary)
-        else:
-            kept = trim(history, int(window * 0.25))
-            result = Compaction(kept, summarised=0, dropped=len(history) - len(kept))
-        conversation = self.conversation
-        try:
-            await self._persist(Step.TURNS, lambda: self.store.replace_turns(
-                conversation, result.turns))
-        except StepFailed:
-            log.warning("could not store the compacted conversation",
-                        extra={"worker": self.slot, "task": self.task.id})
-        self.worker.context_tokens.pop(conversation, None)
-        log.info("conversation compacted", extra={
-            "worker": self.slot, "task": self.task.id, "summarised": result.summarised,
-            "dropped": result.dropped})
-        await self.worker.say(self.task.user_id, result.note)
-        return result.turns
 
     async def _open_chat(self) -> None:
         """Send the header message. 403: blocked. Telegram failing for longer than the
@@ -218,35 +178,23 @@ class TaskRun:
         await self._persist_or_log(Step.FIRST_MESSAGE, lambda: self.store.add_event(
             "blocked", payload, task_id=task.id, chat_id=task.chat_id))
 
-    async def _ask_claude(self, history: list[dict[str, Any]]) -> TurnOutcome:
+    async def _ask_engine(self) -> TurnResult:
+        """The engine answers; a /cancel interrupts it (the agent's running command too)."""
+        engine = self.worker.engine
+        turn = asyncio.create_task(engine.run(self.task.prompt, self))
+        watcher = asyncio.create_task(self._watch_cancel(turn))
         try:
-            return await self._call_claude(history)
-        except Exception as error:
-            if not is_prompt_too_long(error) or not history or self._shown_text():
-                raise
-        # Our estimate fell short of the real count: trim hard and try once more.
-        history = await self._compact(history, summarise=False)
-        return await self._call_claude(history)
-
-    async def _call_claude(self, history: list[dict[str, Any]]) -> TurnOutcome:
-        reply = self.reply
-        on_text: Callable[[str], None] = (lambda _d: None) if reply is None else reply.append
-        claude = asyncio.create_task(self.worker.runner.run(
-            history, self.task.prompt, on_text=on_text, meter=self.meter))
-        watcher = asyncio.create_task(self._watch_cancel(claude))
-        try:
-            return await claude
+            return await turn
         finally:
             watcher.cancel()
-            if not claude.done():
-                claude.cancel()
-                await asyncio.wait({claude})
+            if not turn.done():
+                with contextlib.suppress(Exception):
+                    await asyncio.wait_for(engine.interrupt(), INTERRUPT_TIMEOUT)
+                turn.cancel()
+                await asyncio.wait({turn})
 
-    def _shown_text(self) -> bool:
-        return self.reply is not None and bool(self.reply.text)
-
-    async def _watch_cancel(self, claude: asyncio.Task[Any]) -> None:
-        while not claude.done():
+    async def _watch_cancel(self, turn: asyncio.Task[Any]) -> None:
+        while not turn.done():
             await asyncio.sleep(CANCEL_POLL_SECONDS)
             try:
                 current = await self.store.get_task(self.task.id)
@@ -255,13 +203,51 @@ class TaskRun:
             if current is None or current.cancel_requested:
                 self.cancelled_by_user.set()
                 break
+        if not turn.done():
+            # The polite stop first: the agent kills a running command and ends its turn.
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(self.worker.engine.interrupt(), INTERRUPT_TIMEOUT)
         # Cancel until it is done: a cancellation can be swallowed by library code.
-        while not claude.done():
-            claude.cancel()
+        while not turn.done():
+            turn.cancel()
             await asyncio.sleep(CANCEL_POLL_SECONDS)
 
+    # ------------------------------------------------------------------ the engine's view
+    # TaskRun is the TurnContext an engine reports through (fleetgram.engines.base).
+    @property
+    def workspace(self) -> Path | None:
+        return self.worker.workspace_dir
+
+    @property
+    def verbosity(self) -> int:
+        return self.worker.verbosity_for(self.task.user_id)
+
+    def text(self, delta: str) -> None:
+        self.answer.append(delta)
+        if self.reply is not None:
+            self.reply.append(delta)
+
+    def activity(self, line: str) -> None:
+        reply = self.reply
+        if reply is None:
+            return
+        current = reply.text
+        reply.append(("\n" if current and not current.endswith("\n") else "") + line + "\n")
+
+    async def note(self, text: str) -> None:
+        await self.worker.say(self.task.user_id, text)
+
+    async def persist(self, write: Callable[[], Awaitable[_T]]) -> _T:
+        return await self._persist(Step.CLAUDE, write)
+
+    async def approve(self, call: ToolCall) -> ApprovalChoice:
+        return await self.worker.ask_approval(self, call)
+
+    async def send_file(self, path: str, caption: str) -> str:
+        return await self.worker.send_workspace_file(self, path, caption)
+
     # ------------------------------------------------------------------ endings
-    async def _conclude(self, ending: Ending, outcome: TurnOutcome | None) -> Ending:
+    async def _conclude(self, ending: Ending, outcome: TurnResult | None) -> Ending:
         await self._record_usage()
         if ending.phase == Phase.COMPLETED:
             assert outcome is not None
@@ -291,17 +277,8 @@ class TaskRun:
         await self._close_reply(failed_note(task.id, reason))
         return ending
 
-    async def _completed(self, outcome: TurnOutcome) -> Ending:
+    async def _completed(self, outcome: TurnResult) -> Ending:
         task, slot = self.task, self.slot
-        conversation = self.conversation
-        if conversation is not None:
-            await self._persist_or_log(Step.TURNS, lambda: self.store.append_turns(
-                conversation, outcome.turns, task.id))
-            if self.meter.calls:
-                last = self.meter.calls[-1].usage
-                self.worker.context_tokens[conversation] = (
-                    last.input_tokens + last.cache_read_tokens + last.cache_write_tokens
-                    + last.output_tokens)
         seconds = time.monotonic() - self.started
         done = task.with_(usage=self.meter.total)
         via_master = outcome.text if self.blocked else None
@@ -316,7 +293,12 @@ class TaskRun:
             await self._close_reply(unrecorded_note(task.id))
             return Ending(Phase.FAILED, "the outcome could not be recorded")
         metrics.TASKS.labels("completed").inc()
-        await self._close_reply(format_footer(done, seconds), final=True)
+        footer = format_footer(done, seconds)
+        if outcome.limit is not None:
+            footer = limit_note(task.id, outcome.limit) + "\n" + footer
+        if outcome.report:
+            footer = outcome.report + "\n" + footer
+        await self._close_reply(footer, final=True)
         return Ending(Phase.COMPLETED)
 
     async def _close_reply(self, note: str, *, final: bool = False) -> None:
@@ -345,17 +327,23 @@ class TaskRun:
         the task stays running in the store and is requeued when the worker starts again.
         The process has about 5 s in all: the note first, then the bookkeeping, each bounded."""
         reply = self.reply
+        save_progress = getattr(self.worker.engine, "save_progress", None)
+        # The agent's work so far is committed to its branch while the note is sent.
+        saving = None if save_progress is None else asyncio.create_task(
+            save_progress(self.task.id))
         if reply is not None:
             with contextlib.suppress(Exception):
                 await asyncio.wait_for(reply.abort(interrupted_note(self.task.id)), NOTE_TIMEOUT)
 
         async def bookkeeping() -> None:
+            if saving is not None:
+                await saving
             if reply is not None:
                 await self.store.forget_replies(self.slot, self.task.id)
             await self._record_usage(quick=True)
 
         with contextlib.suppress(Exception):
-            await asyncio.wait_for(bookkeeping(), 1.0)
+            await asyncio.wait_for(bookkeeping(), BOOKKEEPING_TIMEOUT)
 
     async def _back_to_idle(self) -> None:
         self.worker.current_task = None  # in memory at once: the heartbeat writes it too

@@ -96,6 +96,14 @@ def requeued_note(task_id: str, reason: str) -> str:
     return f"🔁 {task_id} went back to the queue: {reason}"
 
 
+def limit_note(task_id: str, limit: str) -> str:
+    """A task the agent stopped at a per-task limit (TASK_MAX_TURNS or TASK_BUDGET_USD)."""
+    what = {"TASK_MAX_TURNS": "its turn limit", "TASK_BUDGET_USD": "its budget"}.get(
+        str(limit), str(limit))
+    return (f"⚠️ {task_id} stopped at {what} ({limit}): above is what it did so far. "
+            "Reply with a new prompt to go on.")
+
+
 def unrecorded_note(task_id: str) -> str:
     return (
         f"⚠️ {task_id}: the answer is complete, but I could not record it (the database "

@@ -3,10 +3,10 @@
 Tasks waiting, assigned and running live as BotTask objects in the namespace; the kopf operator
 assigns them (status.phase Assigned, status.worker, the worker label, attempts + 1: see the
 attempts rule in fleetgram/kube/objects.py). Worker slots are read from the WorkerPool, the
-worker Deployments and the workers' Leases. Everything else (conversations, the usage ledger,
-the outbox, the workers' reply messages, and the full record of every task, archived at each
-change made here) stays in the SQL store this one wraps, so the master and worker bots run
-unchanged on either.
+worker Deployments and the workers' Leases. Everything else (conversations and their Claude
+Code sessions, the usage ledger, the outbox, the workers' reply messages, the files sent with
+prompts, and the full record of every task, archived at each change made here) stays in the SQL
+store this one wraps, so the master and worker bots run unchanged on either.
 
 Consistency: a change of a task's state is one write of its status subresource, conditional on
 the resourceVersion it was decided from; on 409 the object is read again and the decision
@@ -26,7 +26,7 @@ from datetime import datetime
 from typing import Any
 
 from fleetgram.config import Settings
-from fleetgram.domain import Event, Task, TaskState, WorkerSlot
+from fleetgram.domain import Attachment, Event, Task, TaskState, WorkerSlot
 from fleetgram.kube.client import Conflict, KubeApiError, KubeClient, NotFound
 from fleetgram.kube.objects import (
     BOTTASKS,
@@ -55,10 +55,10 @@ from fleetgram.kube.objects import (
     slot_names_of,
     status_of,
     summary_of,
-    task_of,
     usage_status,
     worker_slot_of,
 )
+from fleetgram.kube.objects import task_of as bare_task_of
 from fleetgram.policy import queue_key
 from fleetgram.store.base import (
     ApiCall,
@@ -81,6 +81,24 @@ _FINISHED_LABELS = ",".join(phase_label(s) for s in TaskState if s.finished)
 _NOT_FINISHED = f"{LABEL_PHASE} notin ({_FINISHED_LABELS})"
 
 _SLOT_FIELDS = {"heartbeat_at", *SLOT_ANNOTATIONS, *DEPLOYMENT_SLOT_FIELDS}
+
+WAITING_FOR = "waitingFor"  # status field: what the running task waits for from its user
+WAITING_MAX = 1000  # the CRD's status.waitingFor maxLength
+
+
+def task_of(obj: dict[str, Any]) -> Task:
+    """`objects.task_of`, with Task.waiting from status.waitingFor. Only an assigned/running
+    task waits: a waitingFor left on a task requeued by the operator (which does not clear it)
+    is not shown."""
+    task = bare_task_of(obj)
+    waiting = (obj.get("status") or {}).get(WAITING_FOR)
+    return task.with_(waiting=waiting) if waiting and task.state.active else task
+
+
+def _waiting_text(what: str) -> str:
+    """`what` as status.waitingFor holds it: storable, and cut to the CRD's limit."""
+    what = storable(what)
+    return what if len(what) <= WAITING_MAX else what[: WAITING_MAX - 1] + "…"
 
 
 def _name(obj: dict[str, Any]) -> str:
@@ -408,6 +426,7 @@ class ClusterStore:
                 "summary": summary_of(result),  # None removes an older one
                 "error": error,
                 "usage": usage_status(usage),
+                WAITING_FOR: None,  # a finished task waits for no one
             }
 
         obj = await self._change_status(task_id, decide)
@@ -456,11 +475,14 @@ class ClusterStore:
         raise Conflict(409, "Conflict", f"{task_id} kept changing; gave up after {RETRIES} tries")
 
     async def requeue_worker_tasks(
-        self, worker: str, now: datetime, *, max_attempts: int, reason: str
+        self, worker: str, now: datetime, *, max_attempts: int, reason: str,
+        keep_on_worker: bool = False,
     ) -> list[Task]:
         """The worker's assigned/running tasks (by status.worker, not by label) back to pending,
         attempts unchanged; failed once attempts >= max_attempts; cancelled if cancel was
-        requested (`objects.requeue_of`, which the operator shares)."""
+        requested (`objects.requeue_of`, which the operator shares). With keep_on_worker, a
+        task going back to pending is first pinned to `worker` (spec.pinnedWorker), so the
+        operator can never hand it to another worker in between."""
         candidates = [
             obj for obj in await self._list([TaskState.ASSIGNED, TaskState.RUNNING])
             if (t := task_of(obj)).state.active and t.worker == worker
@@ -468,6 +490,10 @@ class ClusterStore:
         candidates.sort(key=lambda obj: queue_key(task_of(obj)))
         changed: list[Task] = []
         for candidate in candidates:
+            if keep_on_worker:
+                candidate = await self._pin_for_rerun(
+                    candidate, worker, now, max_attempts=max_attempts, reason=reason
+                )
             after = await self._requeue(
                 _name(candidate), worker, now, max_attempts, reason, candidate
             )
@@ -479,6 +505,33 @@ class ClusterStore:
         self, task_id: str, worker: str, now: datetime, *, max_attempts: int, reason: str
     ) -> Task | None:
         return await self._requeue(task_id, worker, now, max_attempts, reason)
+
+    async def _pin_for_rerun(
+        self, obj: dict[str, Any], worker: str, now: datetime, *, max_attempts: int, reason: str
+    ) -> dict[str, Any] | None:
+        """Pin the active task of `worker` to it (spec.pinnedWorker, one write conditional on
+        the version read) if the requeue will put it back to pending. Pinning a task that is
+        still assigned/running changes nothing for the operator, which assigns pending tasks
+        only. Returns the object to requeue from (None: read it afresh)."""
+        name = _name(obj)
+        for _ in range(RETRIES):
+            task = task_of(obj)
+            if task.worker != worker or not task.state.active or task.pinned_worker == worker:
+                return obj
+            rerun = requeue_of(task, now, max_attempts=max_attempts, reason=reason, worker=worker)
+            if rerun.state is not TaskState.PENDING:
+                return obj
+            patch = {"metadata": {"resourceVersion": _rv(obj)}, "spec": {"pinnedWorker": worker}}
+            try:
+                return await self.kube.patch_object(BOTTASKS, name, patch)
+            except Conflict:
+                fresh = await self._read(name)
+                if fresh is None:
+                    return None
+                obj = fresh
+            except NotFound:
+                return None
+        raise Conflict(409, "Conflict", f"{name} kept changing; gave up after {RETRIES} tries")
 
     async def _requeue(
         self,
@@ -499,7 +552,7 @@ class ClusterStore:
             decided.append(
                 requeue_of(task, now, max_attempts=max_attempts, reason=reason, worker=worker)
             )
-            return decided[-1].status
+            return {**decided[-1].status, WAITING_FOR: None}  # requeued: waits for no one
 
         written = await self._change_status(task_id, decide, obj)
         if written is None:
@@ -508,6 +561,22 @@ class ClusterStore:
         await self._announce(after, decided[-1].event)
         await self._sync_labels(written)
         return after
+
+    async def set_waiting(self, task_id: str, what: str | None) -> None:
+        """status.waitingFor (None removes it), written only while the task is active, and
+        recorded in SQL with the task."""
+        text = None if what is None else _waiting_text(what)
+
+        def decide(task: Task) -> dict[str, Any] | None:
+            if text is not None and not task.state.active:
+                return None
+            if task.waiting == text:
+                return None  # nothing to change: no write
+            return {WAITING_FOR: text}
+
+        obj = await self._change_status(task_id, decide)
+        if obj is not None:
+            await self._archive(task_of(obj))
 
     async def record_api_call(self, call: ApiCall) -> None:
         """The call goes to the SQL ledger (and the SQL task's totals); the BotTask's
@@ -561,6 +630,13 @@ class ClusterStore:
 
     async def archive_task(self, task: Task) -> None:
         await self.inner.archive_task(task)
+
+    # --- attachments: the SQL store's (the database every pod shares) ----------------------
+    async def add_attachments(self, task_id: str, files: Sequence[Attachment]) -> None:
+        await self.inner.add_attachments(task_id, files)
+
+    async def load_attachments(self, task_id: str) -> list[Attachment]:
+        return await self.inner.load_attachments(task_id)
 
     # --- worker slots --------------------------------------------------------------------
     async def ensure_slots(self, names: Sequence[str]) -> None:
@@ -660,6 +736,12 @@ class ClusterStore:
 
     async def new_conversation(self, worker: str, user_id: int) -> int:
         return await self.inner.new_conversation(worker, user_id)
+
+    async def set_session(self, conversation_id: int, session_id: str | None) -> None:
+        await self.inner.set_session(conversation_id, session_id)
+
+    async def session_of(self, conversation_id: int) -> str | None:
+        return await self.inner.session_of(conversation_id)
 
     async def load_turns(self, conversation_id: int) -> list[dict[str, Any]]:
         return await self.inner.load_turns(conversation_id)

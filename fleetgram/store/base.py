@@ -13,7 +13,7 @@ from datetime import datetime
 from enum import StrEnum
 from typing import Any, Protocol, overload
 
-from fleetgram.domain import Event, Task, TaskState, Usage, WorkerSlot
+from fleetgram.domain import Attachment, Event, Task, TaskState, Usage, WorkerSlot
 
 
 class CancelOutcome(StrEnum):
@@ -168,7 +168,7 @@ class Store(Protocol):
         """running/assigned -> completed|failed|cancelled, with the event, in one transaction.
         Returns None (and changes nothing) if the task is no longer this worker's. A NUL or
         lone surrogate in `result`/`error` is stored as U+FFFD (never refused: the outcome
-        must be recorded)."""
+        must be recorded). The finished task is no longer waiting (see set_waiting)."""
 
     async def request_cancel(
         self, task_id: str, user_id: int | None, now: datetime
@@ -179,10 +179,14 @@ class Store(Protocol):
         check)."""
 
     async def requeue_worker_tasks(
-        self, worker: str, now: datetime, *, max_attempts: int, reason: str
+        self, worker: str, now: datetime, *, max_attempts: int, reason: str,
+        keep_on_worker: bool = False,
     ) -> list[Task]:
         """The worker died: each of its assigned/running tasks goes back to pending, or to
-        failed if it has used max_attempts attempts; each with a 'requeued'/'failed' event."""
+        failed if it has used max_attempts attempts; each with a 'requeued'/'failed' event.
+        With keep_on_worker, the tasks going back to pending are pinned to `worker`: a
+        restarted agent worker reruns its interrupted task in its own workspace, where the
+        task's branch was left. Requeued tasks are no longer waiting (see set_waiting)."""
 
     async def requeue_task(
         self, task_id: str, worker: str, now: datetime, *, max_attempts: int, reason: str
@@ -191,7 +195,13 @@ class Store(Protocol):
         max_attempts), with a 'requeued'/'failed' event carrying its title; as in
         requeue_worker_tasks, a task whose cancel was requested is cancelled instead (a
         'cancelled' event). Attempts are kept. None, and no change, if it is no longer
-        assigned/running on that worker."""
+        assigned/running on that worker. The task is no longer waiting (see set_waiting)."""
+
+    async def set_waiting(self, task_id: str, what: str | None) -> None:
+        """The running task waits for its user (`what`, e.g. "approval: Bash `rm -rf build`",
+        shown by /queue and /workers), or no longer does (None). Setting is ignored unless
+        the task is assigned/running; finish_task and the requeues clear it. Text that cannot
+        be stored is kept with U+FFFD in its place (never refused)."""
 
     async def record_api_call(self, call: ApiCall) -> None:
         """Append the call to the usage ledger and add it to the task's totals."""
@@ -199,12 +209,23 @@ class Store(Protocol):
     async def purge_finished(self, before: datetime) -> int:
         """Delete finished tasks completed before `before`, delivered events created before it
         and usage-ledger rows created before it (and worker replies left over since before
-        it: stale). Returns the number of tasks deleted."""
+        it: stale), with the attachments of the tasks deleted (and attachments of tasks never
+        recorded, added before it). Returns the number of tasks deleted."""
 
     async def archive_task(self, task: Task) -> None:
         """Upsert the full record of `task` (every field, as given) into the SQL `tasks` table,
         without an event. Cluster mode keeps its queue in BotTask objects and records each
         task's full record (the whole result, the usage totals) in SQL through this."""
+
+    # --- attachments (files sent with a prompt, for the worker's workspace) ----------------
+    async def add_attachments(self, task_id: str, files: Sequence[Attachment]) -> None:
+        """Keep `files` for the task, after any it has. The task need not be recorded yet:
+        adding them before create_task means no worker can claim the task without them.
+        Raises UnstorableText (before touching the database) for a name or mime type holding
+        a NUL or a lone surrogate."""
+
+    async def load_attachments(self, task_id: str) -> list[Attachment]:
+        """The task's files in the order they were added ([] if none)."""
 
     # --- worker slots --------------------------------------------------------------------
     async def ensure_slots(self, names: Sequence[str]) -> None:
@@ -250,6 +271,15 @@ class Store(Protocol):
 
     async def new_conversation(self, worker: str, user_id: int) -> int:
         """Start a fresh conversation (the old one is kept, no longer active)."""
+
+    async def set_session(self, conversation_id: int, session_id: str | None) -> None:
+        """Record the Claude Code session of the conversation (agent mode resumes it for the
+        next task, also after a restart); None forgets it. Raises KeyError if there is no such
+        conversation."""
+
+    async def session_of(self, conversation_id: int) -> str | None:
+        """The conversation's Claude Code session; None for a new conversation (or an
+        unknown one)."""
 
     async def load_turns(self, conversation_id: int) -> list[dict[str, Any]]:
         """[{"role": "user"|"assistant", "content": [content blocks]}] in order."""

@@ -15,7 +15,16 @@ from contextlib import AbstractAsyncContextManager
 from datetime import UTC, datetime
 from typing import Any, Protocol
 
-from fleetgram.domain import Event, Task, TaskSource, TaskState, Usage, WorkerSlot, utcnow
+from fleetgram.domain import (
+    Attachment,
+    Event,
+    Task,
+    TaskSource,
+    TaskState,
+    Usage,
+    WorkerSlot,
+    utcnow,
+)
 from fleetgram.store.base import (
     ApiCall,
     CancelOutcome,
@@ -74,7 +83,7 @@ _TASK_COLUMNS = (
     "task_id, user_id, chat_id, title, prompt, priority, status, assigned_worker_id, result, "
     "created_at, assigned_at, started_at, completed_at, source, pinned_worker, attempts, error, "
     "cancel_requested, input_tokens, output_tokens, cache_read_tokens, cache_write_tokens, "
-    "cost_usd, message_id"
+    "cost_usd, message_id, waiting"
 )
 _QUEUE_ORDER = "ORDER BY priority, created_at, task_id"
 
@@ -120,6 +129,7 @@ def _task(row: Row) -> Task:
         assigned_at=_dt(row["assigned_at"]),
         started_at=_dt(row["started_at"]),
         completed_at=_dt(row["completed_at"]),
+        waiting=row["waiting"],
     )
 
 
@@ -131,7 +141,7 @@ def _task_values(task: Task) -> tuple[Any, ...]:
         task.state.value, task.worker, task.result, task.created_at, task.assigned_at,
         task.started_at, task.completed_at, task.source.value, task.pinned_worker,
         task.attempts, task.error, task.cancel_requested, u.input_tokens, u.output_tokens,
-        u.cache_read_tokens, u.cache_write_tokens, u.cost_usd, task.message_id,
+        u.cache_read_tokens, u.cache_write_tokens, u.cost_usd, task.message_id, task.waiting,
     )
 
 
@@ -404,7 +414,8 @@ class SqlStore(ABC):
             raise ValueError(f"finish_task needs a finished state, not {state!r}")
         async with self._write() as tx:
             row = await tx.fetchone(
-                "UPDATE tasks SET status = ?, result = ?, error = ?, completed_at = ? "
+                "UPDATE tasks SET status = ?, result = ?, error = ?, completed_at = ?, "
+                "waiting = NULL "
                 f"WHERE task_id = ? AND assigned_worker_id = ? AND status IN ({_marks(2)}) "
                 "RETURNING *",
                 TaskState(state).value,
@@ -454,7 +465,8 @@ class SqlStore(ABC):
             return CancelResult(CancelOutcome.REQUESTED, _task(row))
 
     async def requeue_worker_tasks(
-        self, worker: str, now: datetime, *, max_attempts: int, reason: str
+        self, worker: str, now: datetime, *, max_attempts: int, reason: str,
+        keep_on_worker: bool = False,
     ) -> list[Task]:
         changed: list[Task] = []
         async with self._write() as tx:
@@ -465,9 +477,9 @@ class SqlStore(ABC):
                 *_ACTIVE,
             )
             for task in map(_task, rows):
-                changed.append(
-                    await self._requeue(tx, task, worker, now, max_attempts, reason)
-                )
+                changed.append(await self._requeue(
+                    tx, task, worker, now, max_attempts, reason, keep_on_worker=keep_on_worker
+                ))
         return changed
 
     async def requeue_task(
@@ -486,16 +498,18 @@ class SqlStore(ABC):
             return await self._requeue(tx, _task(row), worker, now, max_attempts, reason)
 
     async def _requeue(
-        self, tx: Tx, task: Task, worker: str, now: datetime, max_attempts: int, reason: str
+        self, tx: Tx, task: Task, worker: str, now: datetime, max_attempts: int, reason: str,
+        *, keep_on_worker: bool = False,
     ) -> Task:
         """Put back one active task of `worker` (read under lock in `tx`), with its event:
         cancelled if its cancel was requested, failed once its attempts are used up, else
-        pending with its attempts kept (the next claim counts the next one)."""
+        pending with its attempts kept (the next claim counts the next one), pinned to
+        `worker` with keep_on_worker. In every case it is no longer waiting."""
         payload: dict[str, Any]
         if task.cancel_requested:
             # The user asked to stop it: it is not run again.
             row = await tx.fetchone(
-                "UPDATE tasks SET status = 'cancelled', completed_at = ? "
+                "UPDATE tasks SET status = 'cancelled', completed_at = ?, waiting = NULL "
                 "WHERE task_id = ? RETURNING *",
                 now,
                 task.id,
@@ -504,8 +518,8 @@ class SqlStore(ABC):
         elif task.attempts >= max_attempts:
             error = storable(f"{reason}; gave up after {task.attempts} attempts")
             row = await tx.fetchone(
-                "UPDATE tasks SET status = 'failed', error = ?, completed_at = ? "
-                "WHERE task_id = ? RETURNING *",
+                "UPDATE tasks SET status = 'failed', error = ?, completed_at = ?, "
+                "waiting = NULL WHERE task_id = ? RETURNING *",
                 error,
                 now,
                 task.id,
@@ -515,7 +529,9 @@ class SqlStore(ABC):
         else:
             row = await tx.fetchone(
                 "UPDATE tasks SET status = 'pending', assigned_worker_id = NULL, "
-                "assigned_at = NULL, started_at = NULL WHERE task_id = ? RETURNING *",
+                "assigned_at = NULL, started_at = NULL, waiting = NULL, "
+                "pinned_worker = ? WHERE task_id = ? RETURNING *",
+                worker if keep_on_worker else task.pinned_worker,
                 task.id,
             )
             kind, payload = "requeued", {"attempts": task.attempts, "reason": reason}
@@ -524,6 +540,19 @@ class SqlStore(ABC):
         payload = {**payload, "worker": worker, "title": after.title}
         await self._insert_event(tx, (kind, payload), after, now)
         return after
+
+    async def set_waiting(self, task_id: str, what: str | None) -> None:
+        async with self._write() as tx:
+            if what is None:
+                await tx.execute("UPDATE tasks SET waiting = NULL WHERE task_id = ?", task_id)
+                return
+            # Only an active task waits: a late call after the finish must not mark it.
+            await tx.execute(
+                f"UPDATE tasks SET waiting = ? WHERE task_id = ? AND status IN ({_marks(2)})",
+                storable(what),
+                task_id,
+                *_ACTIVE,
+            )
 
     async def record_api_call(self, call: ApiCall) -> None:
         usage = call.usage
@@ -584,11 +613,20 @@ class SqlStore(ABC):
         ]
 
     async def purge_finished(self, before: datetime) -> int:
-        """Delete finished tasks completed before `before`, delivered events created before it
-        and usage-ledger rows created before it, and worker replies left over since before it
+        """Delete finished tasks completed before `before` (with their attachments), delivered
+        events created before it and usage-ledger rows created before it, worker replies left
+        over since before it, and attachments added before it to a task never recorded
         (conversations are kept: a worker's current one is bounded by compaction). Returns the
         number of tasks deleted."""
         async with self._write() as tx:
+            await tx.execute(
+                "DELETE FROM attachments WHERE task_id IN (SELECT task_id FROM tasks "
+                f"WHERE status IN ({_marks(3)}) AND completed_at < ?) "
+                "OR (created_at < ? AND task_id NOT IN (SELECT task_id FROM tasks))",
+                *_FINISHED,
+                before,
+                before,
+            )
             deleted = await tx.execute(
                 f"DELETE FROM tasks WHERE status IN ({_marks(3)}) AND completed_at < ?",
                 *_FINISHED,
@@ -618,6 +656,29 @@ class SqlStore(ABC):
                 f"ON CONFLICT (task_id) DO UPDATE SET {updates}",
                 *_task_values(task),
             )
+
+    # --- attachments ---------------------------------------------------------------------
+    async def add_attachments(self, task_id: str, files: Sequence[Attachment]) -> None:
+        for file in files:
+            check_storable(name=file.name, mime=file.mime)
+        if not files:
+            return
+        async with self._write() as tx:
+            now = utcnow()
+            for file in files:
+                await tx.execute(
+                    "INSERT INTO attachments (task_id, name, mime, data, created_at) "
+                    "VALUES (?, ?, ?, ?, ?)",
+                    task_id, file.name, file.mime, bytes(file.data), now,
+                )
+
+    async def load_attachments(self, task_id: str) -> list[Attachment]:
+        async with self._read() as tx:
+            rows = await tx.fetchall(
+                "SELECT name, mime, data FROM attachments WHERE task_id = ? ORDER BY id", task_id
+            )
+        # Postgres gives bytes for BYTEA (memoryview for some adapters), SQLite bytes for BLOB.
+        return [Attachment(row["name"], row["mime"], bytes(row["data"])) for row in rows]
 
     # --- worker slots --------------------------------------------------------------------
     async def ensure_slots(self, names: Sequence[str]) -> None:
@@ -762,6 +823,24 @@ class SqlStore(ABC):
             )
             assert row is not None
             return int(row["id"])
+
+    async def set_session(self, conversation_id: int, session_id: str | None) -> None:
+        check_storable(session_id=session_id)
+        async with self._write() as tx:
+            changed = await tx.execute(
+                "UPDATE conversations SET session_id = ? WHERE id = ?",
+                session_id,
+                conversation_id,
+            )
+        if changed == 0:
+            raise KeyError(f"no conversation {conversation_id}")
+
+    async def session_of(self, conversation_id: int) -> str | None:
+        async with self._read() as tx:
+            row = await tx.fetchone(
+                "SELECT session_id FROM conversations WHERE id = ?", conversation_id
+            )
+        return None if row is None else row["session_id"]
 
     async def load_turns(self, conversation_id: int) -> list[dict[str, Any]]:
         async with self._read() as tx:

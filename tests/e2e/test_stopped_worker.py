@@ -56,7 +56,9 @@ async def test_a_message_to_a_stopped_worker_starts_it_and_runs_there(world: Wor
         await world.ada.send(worker_bot(5), "draft the release notes")
 
         await world.ada.wait_for_text(worker_bot(5), "Release notes, drafted.", timeout=20)
-        (task,) = await fleet.store.list_tasks([TaskState.COMPLETED])
+        # The answer streams into the chat before the task is recorded as completed.
+        (task,) = await wait_until(
+            lambda: fleet.store.list_tasks([TaskState.COMPLETED]), 10, "the task to complete")
         assert (task.worker, task.pinned_worker, task.prompt) == (
             "worker5", "worker5", "draft the release notes")
         await wait_task(fleet, task.id, TaskState.COMPLETED)

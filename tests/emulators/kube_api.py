@@ -898,6 +898,8 @@ def _builtin_types() -> list[ResourceType]:
                      subresources=frozenset({'status'})),
         ResourceType('', 'v1', 'serviceaccounts', 'ServiceAccount', True, 'serviceaccount',
                      ('sa',)),
+        ResourceType('', 'v1', 'persistentvolumeclaims', 'PersistentVolumeClaim', True,
+                     'persistentvolumeclaim', ('pvc',), subresources=frozenset({'status'})),
         ResourceType('apps', 'v1', 'deployments', 'Deployment', True, 'deployment', ('deploy',),
                      subresources=frozenset({'status'}), generation=True),
         ResourceType('coordination.k8s.io', 'v1', 'leases', 'Lease', True, 'lease'),
@@ -1489,6 +1491,22 @@ class KubeEmulator:
             obj.setdefault('type', 'Opaque')
         if rt.key == 'apps/v1/deployments':
             self._check_deployment(rt, obj, name)
+        if rt.key == 'v1/persistentvolumeclaims':
+            self._check_claim(rt, obj, name)
+
+    def _check_claim(self, rt: ResourceType, obj: dict, name: str | None) -> None:
+        """What the API server requires of a PVC (no binding: claims stay Pending)."""
+        spec = obj.setdefault('spec', {})
+        spec.setdefault('volumeMode', 'Filesystem')
+        causes = []
+        if not spec.get('accessModes'):
+            causes.append(Cause('spec.accessModes', 'FieldValueRequired',
+                                'Required value: at least 1 access mode is required'))
+        if not ((spec.get('resources') or {}).get('requests') or {}).get('storage'):
+            causes.append(Cause('spec.resources[storage]', 'FieldValueRequired',
+                                'Required value'))
+        if causes:
+            raise _invalid(rt, name, causes)
 
     def _check_deployment(self, rt: ResourceType, obj: dict, name: str | None) -> None:
         spec = obj.setdefault('spec', {})

@@ -25,6 +25,13 @@ poll waits, 499 when its client went away; ``Call.fault`` names the chaos that h
 ``send_in_group`` (with ``group_messages`` to read the group), ``press_raw`` (callback data no
 button carries) and ``SimUser.block`` go beyond the basics.
 
+Files: ``sendDocument`` / ``sendPhoto`` (upload or file_id), ``getFile`` and the
+``/file/bot<token>/<path>`` download route, with the hosted Bot API's limits
+(https://core.telegram.org/bots/api#sending-files): getFile refuses files over 20 MB, uploads
+over 50 MB get the front end's 413, photos must be at most 10 MB with width + height <= 10000
+and a ratio <= 20, captions 0-1024 characters. ``file_bytes(file_id)`` reads what a bot sent
+(``ChatMessage.document`` / ``ChatMessage.photo`` carry the file_ids).
+
 Chaos, as the real service misbehaves (see each method): ``fail_for`` (the front end answers
 5xx for a while), ``flood`` (a 429 storm), ``lose_reply_next`` (processed, but the connection
 drops before the answer) and ``malformed_next`` (HTTP 200 with a body that is not JSON).
@@ -41,6 +48,7 @@ import json
 import logging
 import math
 import re
+import struct
 import time
 from collections.abc import Awaitable, Callable, Collection
 from dataclasses import dataclass, field
@@ -88,6 +96,21 @@ _CHAT_ACTIONS = frozenset(
     "choose_sticker find_location record_video_note upload_video_note cancel record_audio "
     "upload_audio pick_up_location".split()
 )
+# File size limits of the hosted Bot API (https://core.telegram.org/bots/api#sending-files,
+# #sendphoto, #senddocument, #getfile): "Post the file using multipart/form-data ... 10 MB max
+# size for photos, 50 MB for other files"; getFile: "bots can download files of up to 20MB in
+# size"; sendPhoto: "The photo's width and height must not exceed 10000 in total. Width and
+# height ratio must be at most 20."
+MAX_DOWNLOAD_BYTES = 20 * 1024 * 1024
+MAX_PHOTO_UPLOAD_BYTES = 10 * 1024 * 1024
+MAX_UPLOAD_BYTES = 50 * 1024 * 1024
+MAX_PHOTO_SIDES = 10000
+MAX_PHOTO_RATIO = 20
+# The sizes Telegram makes of a photo (the long side, px); the largest kept is capped at 2560.
+_PHOTO_STEPS = (90, 320, 800, 1280)
+_PHOTO_MAX_SIDE = 2560
+# What a stored file is, by the folder of its file_path (for "can't use file of type X as Y").
+_FILE_TYPES = {"documents": "Document", "photos": "Photo", "voice": "Voice", "stickers": "Sticker"}
 
 
 class ApiError(Exception):
@@ -152,6 +175,12 @@ class ChatMessage:
     reply_to: int | None = None
     media: dict[str, Any] | None = None
     sender_id: int | None = None  # who sent it (a group has many senders)
+
+    @property
+    def photo(self) -> list[dict[str, Any]] | None:
+        """The PhotoSize array of a photo message (smallest first), None for other messages;
+        ``TelegramEmulator.file_bytes(sizes[-1]["file_id"])`` reads what was sent."""
+        return (self.media or {}).get("photo")
 
     def buttons(self) -> list[tuple[str, str]]:
         rows = (self.reply_markup or {}).get("inline_keyboard") or []
@@ -737,6 +766,57 @@ def _strip_text(text: str, entities: list[dict[str, Any]]) -> tuple[str, list[di
     return stripped, kept
 
 
+# ----------------------------------------------------------------------------- images
+def _image_size(data: bytes) -> tuple[int, int] | None:
+    """(width, height) read from a PNG, JPEG, GIF or WebP header; None if it is none of them
+    (Telegram then answers IMAGE_PROCESS_FAILED, as it cannot decode the photo)."""
+    if data.startswith(b"\x89PNG\r\n\x1a\n") and data[12:16] == b"IHDR" and len(data) >= 24:
+        return struct.unpack(">II", data[16:24])
+    if data[:6] in (b"GIF87a", b"GIF89a") and len(data) >= 10:
+        return struct.unpack("<HH", data[6:10])
+    if data[:4] == b"RIFF" and data[8:12] == b"WEBP":
+        chunk = data[12:16]
+        if chunk == b"VP8 " and len(data) >= 30:
+            w, h = struct.unpack("<HH", data[26:30])
+            return w & 0x3FFF, h & 0x3FFF
+        if chunk == b"VP8L" and len(data) >= 25:
+            bits = int.from_bytes(data[21:25], "little")
+            return (bits & 0x3FFF) + 1, ((bits >> 14) & 0x3FFF) + 1
+        if chunk == b"VP8X" and len(data) >= 30:
+            return (int.from_bytes(data[24:27], "little") + 1,
+                    int.from_bytes(data[27:30], "little") + 1)
+        return None
+    if data[:2] != b"\xff\xd8":
+        return None
+    i = 2
+    while i + 9 <= len(data):  # JPEG: walk the segments to the frame header (SOFn)
+        if data[i] != 0xFF:
+            return None
+        marker = data[i + 1]
+        if marker == 0xFF:  # fill byte
+            i += 1
+            continue
+        if marker == 0x01 or 0xD0 <= marker <= 0xD8:  # markers without a length
+            i += 2
+            continue
+        if 0xC0 <= marker <= 0xCF and marker not in (0xC4, 0xC8, 0xCC):
+            height, width = struct.unpack(">HH", data[i + 5 : i + 9])
+            return width, height
+        i += 2 + struct.unpack(">H", data[i + 2 : i + 4])[0]
+    return None
+
+
+def _photo_sizes(width: int, height: int) -> list[tuple[int, int]]:
+    """The (width, height) of the sizes Telegram keeps of a photo, smallest first: scaled
+    copies with long sides of 90/320/800/1280 px below the original, then the original capped
+    at 2560 px (the ``s``/``m``/``x``/``y``/``w`` thumbnails of the MTProto API)."""
+    long = max(width, height, 1)
+    steps = [s for s in _PHOTO_STEPS if s < long] + [min(long, _PHOTO_MAX_SIDE)]
+    return [
+        (max(1, round(width * step / long)), max(1, round(height * step / long))) for step in steps
+    ]
+
+
 # ----------------------------------------------------------------------------- state
 @dataclass
 class _Message:
@@ -1284,6 +1364,7 @@ class TelegramEmulator:
         self._chats: dict[tuple[str, int], _Chat] = {}
         self._groups: dict[int, _GroupChat] = {}
         self._files: dict[str, dict[str, Any]] = {}
+        self._photo_sets: dict[str, list[dict[str, Any]]] = {}  # a size's file_id -> all sizes
         self._bot_ids = itertools.count(7_000_000_001)
         self._query_ids = itertools.count(4_000_000_000_000_000_001, 7919)
         self._file_ids = itertools.count(1)
@@ -1479,6 +1560,13 @@ class TelegramEmulator:
         """Updates queued for ``bot`` and not yet confirmed by a getUpdates offset."""
         return copy.deepcopy(self._bot(bot).updates)
 
+    def file_bytes(self, file_id: str) -> bytes:
+        """The content of a stored file (a bot's upload or a user's attachment), by the
+        file_id a Message carries (``ChatMessage.document["file_id"]``,
+        ``ChatMessage.photo[-1]["file_id"]``). KeyError for an unknown id. Photos are served as
+        uploaded: the emulator does not re-encode them as Telegram does."""
+        return bytes(self._files[file_id]["content"])
+
     def __repr__(self) -> str:
         bots = ", ".join(f"@{b.username}" for b in self._bots.values())
         return (
@@ -1550,9 +1638,14 @@ class TelegramEmulator:
             else:
                 for key, value in (await request.post()).items():
                     if isinstance(value, web.FileField):
+                        content = value.file.read()
+                        if len(content) > MAX_UPLOAD_BYTES:
+                            raise web.HTTPRequestEntityTooLarge(
+                                max_size=MAX_UPLOAD_BYTES, actual_size=len(content)
+                            )
                         stored = self._store_file(
                             value.filename or key,
-                            value.file.read(),
+                            content,
                             value.content_type or "application/octet-stream",
                         )
                         raw[key] = {k: stored[k] for k in ("file_name", "size", "mime_type")}
@@ -1594,7 +1687,13 @@ class TelegramEmulator:
             try:
                 call.params = await self._read_params(request)
             except web.HTTPRequestEntityTooLarge:
-                raise ApiError(413, "Request Entity Too Large") from None
+                # An upload over 50 MB (https://core.telegram.org/bots/api#senddocument: "Bots
+                # can currently send files of any type of up to 50 MB in size") is refused by
+                # the front end, nginx's HTML page "413 Request Entity Too Large" (as reported
+                # in telegraf/telegraf#222, go-telegram-bot-api/telegram-bot-api#31,
+                # eternnoir/pyTelegramBotAPI#4); PTB raises NetworkError("Request Entity Too
+                # Large (413). Parsing the server response ... failed").
+                raise _FrontEndError(413, "Request Entity Too Large") from None
             if bot is None:
                 raise ApiError(401, "Unauthorized")
             self._check_windows(bot, call)
@@ -1958,10 +2057,99 @@ class TelegramEmulator:
         chat.messages.append(msg)
         return chat.message_dict(msg)
 
+    async def _m_sendPhoto(self, bot: _Bot, params: dict[str, Any]) -> Any:
+        """https://core.telegram.org/bots/api#sendphoto: a multipart upload or the file_id of a
+        photo, a caption of 0-1024 characters after entities parsing. An upload "must be at most
+        10 MB in size" (else tdlib's check_full_local_location: "Bad Request: file of size <n>
+        bytes is too big for a photo; the maximum size is 10485760 bytes"), its "width and
+        height must not exceed 10000 in total" and their "ratio must be at most 20" (else
+        "Bad Request: PHOTO_INVALID_DIMENSIONS", as in nickoala/telepot#135, tdlib/td#2544);
+        an image that cannot be decoded gets "Bad Request: IMAGE_PROCESS_FAILED". A file_id of
+        another kind of file: "Bad Request: can't use file of type Document as Photo". The
+        Message carries ``photo``, the PhotoSize array (see ``_photo_sizes``); every size
+        serves the uploaded bytes (``file_bytes``)."""
+        photo = params.get("photo")
+        raw, text, entities, parse_mode = self._format(params, "caption", limit=1024, caption=True)
+        markup = self._markup(params)
+        if isinstance(photo, dict):  # a multipart upload, see _read_params
+            sizes = self._store_photo(self._files[photo["uploaded_as"]])
+        elif isinstance(photo, str) and photo in self._files:  # a file_id sent before
+            sizes = self._photo_of(self._files[photo])
+        elif photo:
+            raise _bad("wrong file identifier/HTTP URL specified")
+        else:
+            raise _bad("there is no photo in the request")
+        chat = self._target_chat(bot, params, write=True)
+        reply_to = self._reply_to(chat, params)
+        self._rate(bot, chat)
+        msg = _Message(
+            next(chat.ids),
+            True,
+            text,
+            raw,
+            parse_mode,
+            entities,
+            markup,
+            time.time(),
+            reply_to=reply_to,
+            media={"photo": sizes},
+            sender=bot.user_dict(),
+        )
+        chat.messages.append(msg)
+        return chat.message_dict(msg)
+
+    def _store_photo(self, upload: dict[str, Any]) -> list[dict[str, Any]]:
+        content = upload["content"]
+        if len(content) > MAX_PHOTO_UPLOAD_BYTES:
+            raise _bad(
+                f"file of size {len(content)} bytes is too big for a photo; the maximum size "
+                f"is {MAX_PHOTO_UPLOAD_BYTES} bytes"
+            )
+        dimensions = _image_size(content)
+        if dimensions is None:
+            raise _bad("IMAGE_PROCESS_FAILED")
+        width, height = dimensions
+        if (
+            min(width, height) < 1
+            or width + height > MAX_PHOTO_SIDES
+            or max(width, height) > MAX_PHOTO_RATIO * min(width, height)
+        ):
+            raise _bad("PHOTO_INVALID_DIMENSIONS")
+        sizes = []
+        for w, h in _photo_sizes(width, height):
+            stored = self._store_file("photo.jpg", content, "image/jpeg", folder="photos")
+            sizes.append({
+                "file_id": stored["file_id"], "file_unique_id": stored["file_unique_id"],
+                "file_size": stored["file_size"], "width": w, "height": h,
+            })
+        for size in sizes:
+            self._photo_sets[size["file_id"]] = sizes
+        return copy.deepcopy(sizes)
+
+    def _photo_of(self, stored: dict[str, Any]) -> list[dict[str, Any]]:
+        """The PhotoSize array a photo's file_id belongs to (resent as is: "There are no
+        limits for files sent this way", https://core.telegram.org/bots/api#sending-files)."""
+        kind = _FILE_TYPES.get(stored["file_path"].split("/", 1)[0], "Document")
+        if kind != "Photo":
+            raise _bad(f"can't use file of type {kind} as Photo")
+        known = self._photo_sets.get(stored["file_id"])
+        if known is not None:
+            return copy.deepcopy(known)
+        # A user's photo (SimUser.send_photo): its sizes are not recorded, only this one.
+        return [{
+            "file_id": stored["file_id"], "file_unique_id": stored["file_unique_id"],
+            "file_size": stored["file_size"], "width": 1280, "height": 960,
+        }]
+
     async def _m_getFile(self, bot: _Bot, params: dict[str, Any]) -> Any:
         doc = self._files.get(str(params.get("file_id")))
         if doc is None:
             raise _bad("invalid file_id")
+        if doc["file_size"] > MAX_DOWNLOAD_BYTES:
+            # https://core.telegram.org/bots/api#getfile: "For the moment, bots can download
+            # files of up to 20MB in size." The answer, as reported in tdlib/telegram-bot-api#51
+            # and eternnoir/pyTelegramBotAPI#2527: 400 "Bad Request: file is too big".
+            raise _bad("file is too big")
         return {k: doc[k] for k in ("file_id", "file_unique_id", "file_size", "file_path")}
 
     async def _m_editMessageText(self, bot: _Bot, params: dict[str, Any]) -> Any:

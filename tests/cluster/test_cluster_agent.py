@@ -1,0 +1,63 @@
+"""Kubernetes mode, agent workers: the real kopf operator against the emulated API server.
+A WorkerPool with `engine: agent` and a persistentVolumeClaim workspace gets one claim per
+slot, and each worker Deployment mounts its own claim at /workspace (no pods run: the agent
+itself is tested on a single host; this is what the cluster must carry)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+from fleetgram.operator.kubeapi import KubernetesApi
+from fleetgram.operator.main import build_registry
+from fleetgram.operator.reconcile import OperatorConfig
+from tests.emulators.kube_api import KubeEmulator
+from tests.operator.harness import NS, OperatorThread, make_pool, make_secrets
+
+pytestmark = pytest.mark.k8s
+
+SLOTS = ("worker1", "worker2")
+
+
+def live(emu: KubeEmulator, plural: str) -> dict[str, dict[str, Any]]:
+    return {o["metadata"]["name"]: o for o in emu.objects(plural, NS)
+            if not o["metadata"].get("deletionTimestamp")}
+
+
+def test_an_agent_pool_gets_a_claim_per_slot_mounted_at_workspace(
+        kube_emulator: KubeEmulator) -> None:
+    emu = kube_emulator
+    make_secrets(emu, 2)
+    pool = make_pool(emu, 2, minWorkers=2, maxWorkers=2, scaleUpThreshold=0, engine="agent",
+                     agent={"permissionMode": "edits", "taskBudgetUSD": 2.5},
+                     workspace={"type": "persistentVolumeClaim", "size": "20Gi",
+                                "repo": "https://git.example/team/app.git",
+                                "repoSecret": "app-git"})
+    registry, _ = build_registry(KubernetesApi(), config=OperatorConfig(interval=0.2))
+    with OperatorThread(registry):
+        emu.wait_for_sync(lambda: len(live(emu, "deployments")) == 2
+                          and len(live(emu, "persistentvolumeclaims")) == 2, 20)
+        claims = live(emu, "persistentvolumeclaims")
+        assert sorted(claims) == [f"fleetgram-{s}-workspace" for s in SLOTS]
+        for claim in claims.values():
+            assert claim["metadata"]["ownerReferences"][0]["uid"] == pool["metadata"]["uid"]
+            assert claim["spec"]["resources"]["requests"]["storage"] == "20Gi"
+        for slot in SLOTS:
+            pod = live(emu, "deployments")[f"fleetgram-{slot}"]["spec"]["template"]["spec"]
+            (container,) = pod["containers"]
+            mounts = {m["mountPath"]: m["name"] for m in container["volumeMounts"]}
+            volumes = {v["name"]: v for v in pod["volumes"]}
+            assert volumes[mounts["/workspace"]]["persistentVolumeClaim"] == {
+                "claimName": f"fleetgram-{slot}-workspace"}
+            assert volumes[mounts["/etc/fleetgram/git"]]["secret"]["secretName"] == "app-git"
+            env = {e["name"]: e.get("value") for e in container["env"]}
+            assert (env["WORKER_ENGINE"], env["WORKSPACE_ROOT"], env["PERMISSION_MODE"],
+                    env["TASK_BUDGET_USD"]) == ("agent", "/workspace", "edits", "2.5")
+            assert container["securityContext"]["readOnlyRootFilesystem"] is True
+        created = [c.name for c in emu.changes("persistentvolumeclaims") if c.type == "ADDED"]
+        assert sorted(created) == sorted(claims)  # each made once, over many rounds
+
+        emu.delete("workerpools", "fleetgram", NS)
+        emu.wait_for_sync(lambda: not live(emu, "persistentvolumeclaims")
+                          and not live(emu, "deployments"), 10)

@@ -294,6 +294,8 @@ def load_settings(
         c.add("CLAUDE_CODE_OAUTH_TOKEN", "is used by WORKER_ENGINE=agent only; "
                                          "the chat engine needs ANTHROPIC_API_KEY")
     agent = _agent_settings(env, c)
+    if engine == EngineKind.AGENT:
+        _check_agent_installed(agent, c)
 
     min_workers = c.get(lambda: _int(env, "MIN_WORKERS", 1, minimum=0), 1)
     max_workers = c.get(lambda: _int(env, "MAX_WORKERS", 5, minimum=1), 5)
@@ -396,6 +398,24 @@ def load_settings(
         **agent,  # type: ignore[arg-type]
         **settings,  # type: ignore[arg-type]
     )
+
+
+def _check_agent_installed(agent: Mapping[str, object], c: _Collector) -> None:
+    """Agent mode needs the `agent` extra (the SDK and its bundled CLI) and, with a repo, git."""
+    import importlib.util
+    import shutil
+
+    if importlib.util.find_spec("claude_agent_sdk") is None:
+        c.add("WORKER_ENGINE", "agent needs the agent extra: pip install 'fleetgram[agent]'")
+    else:
+        import sys
+
+        beside = Path(sys.executable).parent / "fleetgram-agent-cli"
+        if not beside.exists() and shutil.which("fleetgram-agent-cli") is None:
+            c.add("WORKER_ENGINE", "agent needs the fleetgram-agent-cli launcher: reinstall "
+                                   "fleetgram with pip install 'fleetgram[agent]'")
+    if agent.get("workspace_repo") is not None and shutil.which("git") is None:
+        c.add("WORKSPACE_REPO", "needs git on PATH (each worker clones the repository)")
 
 
 def _agent_settings(env: Mapping[str, str], c: _Collector) -> dict[str, object]:

@@ -35,8 +35,9 @@ from telegram.ext import (
 from telegram.request import HTTPXRequest
 
 from fleetgram.aio import wait_ended
-from fleetgram.config import Settings
+from fleetgram.config import EngineKind, Settings
 from fleetgram.domain import (
+    Attachment,
     Event,
     Task,
     TaskSource,
@@ -71,6 +72,13 @@ from fleetgram.policy import worker_state
 from fleetgram.store.base import CancelOutcome, Store, UnstorableText
 from fleetgram.telegram.app import build_application, install_allowlist, start_polling, stop_polling
 from fleetgram.telegram.delivery import MAX_AMBIGUOUS_SENDS, Action, decide
+from fleetgram.telegram.files import (
+    EMPTY_PROMPT,
+    AttachmentRefused,
+    check_incoming,
+    download,
+    incoming_of,
+)
 from fleetgram.telegram.formatting import markdown_to_html
 from fleetgram.telegram.splitting import split_for_telegram
 
@@ -158,6 +166,9 @@ class MasterBot:
         add(CallbackQueryHandler(self._on_unknown_button))
         add(MessageHandler(only_new & filters.TEXT & ~filters.COMMAND, self._on_text))
         add(MessageHandler(only_new & filters.COMMAND, self._on_unknown_command))
+        if settings.worker_engine == EngineKind.AGENT:  # the agent reads them in its workspace
+            add(MessageHandler(only_new & (filters.PHOTO | filters.Document.ALL),
+                               self._on_files))
         add(MessageHandler(only_new, self._on_unsupported))
 
     async def start(self) -> None:
@@ -350,6 +361,27 @@ class MasterBot:
         await self._take_part(user.id, message.chat_id, Part(message.text, message.message_id,
                                                              at, stamp))
 
+    async def _on_files(self, update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
+        """A photo or document with a caption (agent mode): the caption is the prompt (with
+        its @worker and !priority), the files go with the task into the worker's workspace."""
+        stamp, at = self._stamp(), _monotonic()
+        message, user = update.effective_message, update.effective_user
+        assert message is not None and user is not None
+        incoming = incoming_of(message)
+        if not incoming:
+            await self._say(message.chat_id, UNSUPPORTED)
+            return
+        try:
+            check_incoming(incoming)
+            files = await download(message.get_bot(), incoming)
+        except AttachmentRefused as refused:
+            await self._say(message.chat_id, str(refused))
+            return
+        text = (message.caption or "").strip() or EMPTY_PROMPT
+        await self._queue_prompt(
+            user.id, message.chat_id, [Part(text, message.message_id, at, stamp)],
+            files=[Attachment(name, mime, data) for name, mime, data in files])
+
     async def _on_unknown_command(self, update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
         assert update.effective_chat is not None
         await self._say(update.effective_chat.id, "I don't know that command; see /help.")
@@ -434,7 +466,8 @@ class MasterBot:
             await self._say(paste.chat_id, NOT_QUEUED)
 
     async def _queue_prompt(
-        self, user_id: int, chat_id: int, parts: Sequence[Part], priority: int | None = None
+        self, user_id: int, chat_id: int, parts: Sequence[Part], priority: int | None = None,
+        files: Sequence[Attachment] = (),
     ) -> None:
         first = parts[0]
         cleaned = clean_text(join_parts(parts))
@@ -449,11 +482,11 @@ class MasterBot:
         # fair), so the pending-limit count is exact; other users are not held up.
         async with self._user_locks.setdefault(user_id, asyncio.Lock()):
             await self._queue_checked(user_id, chat_id, parts, first, cleaned.text,
-                                      cleaned.note, priority)
+                                      cleaned.note, priority, files)
 
     async def _queue_checked(
         self, user_id: int, chat_id: int, parts: Sequence[Part], first: Part, text: str,
-        cleaned_note: str, priority: int | None,
+        cleaned_note: str, priority: int | None, files: Sequence[Attachment] = (),
     ) -> None:
         try:
             slots, states = await self._states()
@@ -499,6 +532,8 @@ class MasterBot:
         payload = receipt_payload(task, note, joined=len(parts), cleaned=cleaned_note)
         try:
             try:
+                if files:  # before the task exists: no worker claims it without them
+                    await self.store.add_attachments(task.id, files)
                 await self.store.create_task(task, event=("receipt", payload))
             except UnstorableText as exc:
                 self._positions.pop(task.id, None)

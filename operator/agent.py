@@ -44,6 +44,17 @@ def uses_claim(pool: Mapping[str, Any]) -> bool:
     return is_agent(pool) and _workspace(pool).get("type") == "persistentVolumeClaim"
 
 
+def worker_object_labels(pool: str, slot: str) -> dict[str, str]:
+    """The labels of every object the operator makes for a worker slot (Deployment, PVC)."""
+    return {
+        **worker_labels(pool, slot),
+        "app.kubernetes.io/name": "fleetgram",
+        "app.kubernetes.io/component": "worker",
+        "app.kubernetes.io/part-of": "fleetgram",
+        "app.kubernetes.io/managed-by": "fleetgram-operator",
+    }
+
+
 def claim_name(pool: str, slot: str) -> str:
     return f"{pool}-{slot}-workspace"
 
@@ -144,13 +155,7 @@ def workspace_claim(pool: Mapping[str, Any], slot: str,
         "metadata": {
             "name": claim_name(meta["name"], slot),
             "namespace": meta.get("namespace") or "default",
-            "labels": {
-                **worker_labels(meta["name"], slot),
-                "app.kubernetes.io/name": "fleetgram",
-                "app.kubernetes.io/component": "worker",
-                "app.kubernetes.io/part-of": "fleetgram",
-                "app.kubernetes.io/managed-by": "fleetgram-operator",
-            },
+            "labels": worker_object_labels(meta["name"], slot),
             "ownerReferences": [dict(owner)],
         },
         "spec": spec,

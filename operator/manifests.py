@@ -155,13 +155,7 @@ def deployment_manifest(
         "metadata": {
             "name": deployment_name(name, slot),
             "namespace": meta.get("namespace") or "default",
-            "labels": {
-                **worker_labels(name, slot),
-                "app.kubernetes.io/name": "fleetgram",
-                "app.kubernetes.io/component": "worker",
-                "app.kubernetes.io/part-of": "fleetgram",
-                "app.kubernetes.io/managed-by": "fleetgram-operator",
-            },
+            "labels": agent.worker_object_labels(name, slot),
             "annotations": {
                 ANNOTATION_STARTED_AT: iso(started_at),
                 ANNOTATION_TEMPLATE_HASH: template_hash(template),

@@ -12,9 +12,8 @@ from telegram import Update
 from telegram.ext import CommandHandler, ContextTypes, MessageHandler, filters
 
 from fleetgram.domain import Attachment
-from fleetgram.engines.activity import tool_line
 from fleetgram.engines.base import ToolCall
-from fleetgram.worker.files import AttachmentRefused, check_incoming, download, incoming_of
+from fleetgram.telegram.files import AttachmentRefused, check_incoming, download, incoming_of
 
 if TYPE_CHECKING:
     from fleetgram.engines.agent import AgentEngine
@@ -34,9 +33,10 @@ VERBOSE_HELP = (
 
 
 def waiting_label(call: ToolCall) -> str:
-    """What /queue and /workers say a task waits for."""
-    line = tool_line(call, 1, None) or call.name
-    return f"approval of {line}"[:200]
+    """What /queue and /workers say a task waits for (plain text: the views escape it)."""
+    detail = call.input.get("command") or call.input.get("file_path") or call.input.get("url")
+    what = f"{call.name} {' '.join(str(detail).split())}" if detail else call.name
+    return f"approval of {what}"[:200]
 
 
 def parse_verbosity(arg: str | None) -> int | None:

@@ -23,7 +23,8 @@ from telegram.ext import CallbackQueryHandler, ContextTypes
 
 from fleetgram.engines.base import ApprovalChoice
 from fleetgram.engines.permissions import approval_outcome
-from fleetgram.telegram.delivery import MAX_AMBIGUOUS_SENDS, Action, decide
+from fleetgram.telegram.delivery import Action, Decision, decide
+from fleetgram.telegram.retrying import send_retrying
 
 log = logging.getLogger(__name__)
 
@@ -186,30 +187,15 @@ class Approvals:
     ) -> Message | None:
         """The question, sent as every send of the fleet is decided
         (fleetgram.telegram.delivery); None (logged) if Telegram would not take it."""
-        failures = ambiguous = 0
-        loop = asyncio.get_running_loop()
-        for _ in range(SEND_ATTEMPTS):
-            error: TelegramError | None = None
-            try:
-                message = await self.bot.send_message(
-                    chat_id, text, reply_markup=keyboard(question_id))
-            except TelegramError as exc:
-                error, failures = exc, failures + 1
-            verdict = decide(error, failures=failures, html=False, now=loop.time())
-            if verdict.action == Action.DELIVERED:
-                return message
+        def failed(verdict: Decision) -> None:
             log.warning("could not ask for an approval", extra={
                 "task_id": task_id, "chat_id": chat_id, "outcome": verdict.action.value,
                 "reason": verdict.reason[:200]})
-            if verdict.action == Action.AMBIGUOUS:
-                # It may be shown: a resend carries the same buttons, either one answers.
-                ambiguous += 1
-                if ambiguous >= MAX_AMBIGUOUS_SENDS:
-                    return None
-            elif verdict.action != Action.WAIT:
-                return None
-            await asyncio.sleep(min(SEND_MAX_WAIT, max(0.0, verdict.until - loop.time())))
-        return None
+
+        # A resend after an ambiguous failure carries the same buttons: either one answers.
+        return await send_retrying(
+            lambda: self.bot.send_message(chat_id, text, reply_markup=keyboard(question_id)),
+            on_failure=failed, attempts=SEND_ATTEMPTS, max_wait=SEND_MAX_WAIT)
 
     async def _edit_bounded(
         self, chat_id: int, message_ids: set[int], text: str, line: str, seconds: float

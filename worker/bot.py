@@ -17,7 +17,7 @@ from datetime import datetime
 from pathlib import Path
 
 from telegram import Message, ReplyParameters, Update
-from telegram.error import InvalidToken, TelegramError
+from telegram.error import InvalidToken
 from telegram.ext import (
     Application,
     CommandHandler,
@@ -46,10 +46,11 @@ from fleetgram.intake import SlidingWindow, clean_text
 from fleetgram.parsing import PROMPT_MAX, make_title
 from fleetgram.store.base import CancelOutcome, Store
 from fleetgram.telegram.app import build_application, install_allowlist, start_polling, stop_polling
-from fleetgram.telegram.delivery import MAX_AMBIGUOUS_SENDS, Action, decide
+from fleetgram.telegram.delivery import Decision
+from fleetgram.telegram.files import deliver_file
+from fleetgram.telegram.retrying import send_retrying
 from fleetgram.worker.agent_chat import AGENT_COMMANDS, AgentChat, waiting_label
 from fleetgram.worker.approvals import Approvals
-from fleetgram.worker.files import deliver_file
 from fleetgram.worker.run import TaskRun, format_footer
 from fleetgram.worker.steps import (
     GROUP_REFUSAL,
@@ -160,10 +161,10 @@ class WorkerBot:
         await self._mark_leftover_replies()
         now = self.clock()
         # Tasks this slot held when it last died go back to the queue (attempts counted).
-        # An agent with a repo reruns them itself: its clone holds the branch as it was left.
+        # An agent reruns them itself: its workspace holds the work as it was left.
         await self.store.requeue_worker_tasks(
             self.slot, now, max_attempts=self.settings.max_attempts, reason="worker restarted",
-            keep_on_worker=self.agent_chat is not None and self.settings.workspace_repo is not None,
+            keep_on_worker=self.agent_chat is not None,
         )
         await self.store.update_slot(
             self.slot, username=self.username, ready_at=now, heartbeat_at=now, error=None,
@@ -312,32 +313,20 @@ class WorkerBot:
         """A one-line message in a worker chat, best effort, decided like every send of the
         fleet (fleetgram.telegram.delivery): a 429 or 5xx is waited out a few times, an
         ambiguous failure resent once at most. False if it could not be sent."""
-        failures = ambiguous = 0
-        loop = asyncio.get_running_loop()
-        for _ in range(SAY_ATTEMPTS):
-            error: Exception | None = None
-            try:
-                message = await self.app.bot.send_message(
-                    chat_id, text, reply_parameters=None if reply_to is None else ReplyParameters(
-                        reply_to, allow_sending_without_reply=True),
-                )
-            except TelegramError as exc:
-                error, failures = exc, failures + 1
-            verdict = decide(error, failures=failures, html=False, now=loop.time())
-            if verdict.action == Action.DELIVERED:
-                self.note_message(chat_id, message.message_id)
-                return True
+        def failed(verdict: Decision) -> None:
             log.info("could not write to a worker chat", extra={
                 "worker": self.slot, "outcome": verdict.action.value,
                 "reason": verdict.reason[:200]})
-            if verdict.action == Action.AMBIGUOUS:
-                ambiguous += 1
-                if ambiguous >= MAX_AMBIGUOUS_SENDS:
-                    return False
-            elif verdict.action != Action.WAIT:
-                return False
-            await asyncio.sleep(min(SAY_MAX_WAIT, max(0.0, verdict.until - loop.time())))
-        return False
+
+        reply = None if reply_to is None else ReplyParameters(
+            reply_to, allow_sending_without_reply=True)
+        message = await send_retrying(
+            lambda: self.app.bot.send_message(chat_id, text, reply_parameters=reply),
+            on_failure=failed, attempts=SAY_ATTEMPTS, max_wait=SAY_MAX_WAIT)
+        if message is None:
+            return False
+        self.note_message(chat_id, message.message_id)
+        return True
 
     async def _mark_leftover_replies(self) -> None:
         """Replies this worker never finished because it died (kill -9): each gets the

@@ -81,7 +81,6 @@ class TaskRun:
         self.cancelled_by_user = asyncio.Event()
         self.started = time.monotonic()
         self.phase = Phase.CLAIMED
-        self.answer: list[str] = []  # the answer's text as streamed
         self._usage_recorded = False
 
     # ------------------------------------------------------------------ the state machine
@@ -223,7 +222,6 @@ class TaskRun:
         return self.worker.verbosity_for(self.task.user_id)
 
     def text(self, delta: str) -> None:
-        self.answer.append(delta)
         if self.reply is not None:
             self.reply.append(delta)
 

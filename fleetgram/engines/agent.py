@@ -48,7 +48,7 @@ from fleetgram.engines.base import ApprovalChoice, Limit, ToolCall, TurnContext,
 from fleetgram.engines.launcher import REAL_CLI, bundled_cli
 from fleetgram.engines.permissions import Verdict, decide, denial_message, sdk_permission_mode
 from fleetgram.store.base import ApiCall, Store
-from fleetgram.worker.files import prompt_with_files, save_files
+from fleetgram.telegram.files import prompt_with_files, save_files
 from fleetgram.workspace import Workspace
 
 log = logging.getLogger(__name__)

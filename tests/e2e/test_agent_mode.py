@@ -19,6 +19,7 @@ from tests.e2e.harness import (
     MASTER,
     MASTER_TOKEN,
     World,
+    task_id_in,
     wait_task,
     wait_until,
     worker_bot,
@@ -409,3 +410,65 @@ async def test_a_worker_stopped_mid_task_reruns_it_from_the_branch_as_it_was_lef
         await wait_task(fleet, task_id, TaskState.COMPLETED, timeout=30)
     workspace = tmp_path / "workspaces" / "worker1" / "repo"
     assert (workspace / "step1.txt").read_text() == "first half\n"
+
+
+async def test_a_document_sent_to_the_master_goes_with_its_task_into_the_workspace(
+    world: World, tmp_path: Path
+) -> None:
+    install(world.claude, AgentStory("summarise the notes", [say("Summarised.")]))
+    await world.open_chats(world.ada, 1)
+    async with world.fleet(1, **agent_overrides(tmp_path, None)) as fleet:
+        await world.ada.send_document(MASTER, "notes.txt", b"remember the milk\n",
+                                      caption="summarise the notes", mime_type="text/plain")
+        receipt = await world.ada.wait_for(MASTER, lambda m: "🆕" in m.text, 10)
+        task_id = task_id_in(receipt.text)
+        await wait_task(fleet, task_id, TaskState.COMPLETED, timeout=30)
+    saved = (tmp_path / "workspaces" / "worker1" / "repo" / ".fleetgram" / "uploads" / task_id
+             / "notes.txt")
+    assert saved.read_bytes() == b"remember the milk\n"
+    assert f".fleetgram/uploads/{task_id}/notes.txt" in request_texts(world)[-1]
+
+
+async def test_a_file_over_telegrams_download_limit_is_refused_in_one_line(
+    world: World, tmp_path: Path
+) -> None:
+    await world.open_chats(world.ada, 1)
+    async with world.fleet(1, **agent_overrides(tmp_path, None)) as fleet:
+        await world.ada.send_document(MASTER, "huge.bin", bytes(21 * 1024 * 1024),
+                                      caption="look at this")
+        refusal = await world.ada.wait_for(MASTER, lambda m: "20 MB" in m.text, 10)
+        assert await fleet.store.count_tasks([TaskState.PENDING, TaskState.RUNNING]) == 0
+    assert "huge.bin" in refusal.text
+
+
+async def test_plan_mode_refuses_edits_without_asking(world: World, tmp_path: Path) -> None:
+    install(world.claude, AgentStory("plan only", [
+        write("plan.txt", "should not exist\n"), say("I may only read here."),
+    ]))
+    await world.open_chats(world.ada, 1)
+    async with world.fleet(1, **agent_overrides(tmp_path, None, PERMISSION_MODE="plan")):
+        task_id = await world.prompt("plan only")
+        await wait_final(world, W1, task_id)
+    assert not (tmp_path / "workspaces" / "worker1" / "repo" / "plan.txt").exists()
+    assert not any("🔐" in m.text for m in world.ada.chat(W1))
+
+
+async def test_edits_mode_writes_without_asking_but_asks_before_a_command(
+    world: World, tmp_path: Path
+) -> None:
+    install(world.claude, AgentStory("edit then run", [
+        write("notes.txt", "edited freely\n"),
+        bash("python3 -c \"open('ran.txt', 'w').close()\""),
+        say("Done."),
+    ]))
+    await world.open_chats(world.ada, 1)
+    async with world.fleet(1, **agent_overrides(tmp_path, None, PERMISSION_MODE="edits")):
+        task_id = await world.prompt("edit then run")
+        question = await world.ada.wait_for(W1, lambda m: "🔐" in m.text and m.buttons(), 30)
+        workspace = tmp_path / "workspaces" / "worker1" / "repo"
+        assert (workspace / "notes.txt").exists()  # written before any question
+        assert "open('ran.txt'" in question.text
+        await world.ada.press(W1, question.message_id,
+                              dict(question.buttons())["Allow for this task"])
+        await wait_final(world, W1, task_id)
+    assert (workspace / "ran.txt").exists()

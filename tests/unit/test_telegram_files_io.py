@@ -1,4 +1,4 @@
-"""Specifications of files between Telegram and a worker's workspace (fleetgram.worker.files),
+"""Specifications of files between Telegram and a worker's workspace (fleetgram.telegram.files),
 against the Telegram emulator with the real PTB Bot, plus the pure parts."""
 
 from __future__ import annotations
@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 from telegram import Bot, Chat, Document, Message, Update
 
-from fleetgram.worker.files import (
+from fleetgram.telegram.files import (
     EMPTY_PROMPT,
     AttachmentRefused,
     Incoming,

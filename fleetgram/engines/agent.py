@@ -29,6 +29,7 @@ from claude_agent_sdk import (
     ClaudeSDKClient,
     PermissionResultAllow,
     PermissionResultDeny,
+    ResultError,
     ResultMessage,
     TextBlock,
     ToolPermissionContext,
@@ -333,6 +334,12 @@ class AgentEngine:
         except asyncio.CancelledError:
             self._bill(ctx, turn, started, "cancelled")
             raise
+        except ResultError as error:  # the CLI exited on an error before a result reached us
+            detail = " ".join([*(error.errors or []), str(error)])
+            if session and "No conversation found" in detail:
+                raise _ResumeFailed from error
+            self._bill(ctx, turn, started, error.subtype)
+            raise AgentFailed("Claude Code failed: " + " ".join(detail.split())[:200]) from error
         finally:
             self._client = None
         result = turn.result

@@ -472,3 +472,27 @@ async def test_edits_mode_writes_without_asking_but_asks_before_a_command(
                               dict(question.buttons())["Allow for this task"])
         await wait_final(world, W1, task_id)
     assert (workspace / "ran.txt").exists()
+
+
+async def test_a_session_whose_files_are_gone_starts_fresh_and_says_so(
+    world: World, tmp_path: Path
+) -> None:
+    import shutil
+
+    install(world.claude,
+            AgentStory("first visit", [say("Noted.")]),
+            AgentStory("second visit", [say("Fresh answer.")]))
+    world.ada.opened_earlier(W1)
+    await world.ada.start(MASTER)
+    overrides = agent_overrides(tmp_path, None)
+    async with world.fleet(1, **overrides):
+        await world.ada.send(W1, "first visit")
+        await world.ada.wait_for(W1, lambda m: "✅" in m.text and "first visit" in m.text, 30)
+    # An emptyDir workspace after a pod restart: the CLI's session files are gone.
+    shutil.rmtree(tmp_path / "workspaces" / "worker1" / "home")
+    async with world.fleet(1, **overrides):
+        await world.ada.send(W1, "second visit")
+        await world.ada.wait_for(W1, lambda m: "could not be resumed" in m.text, 30)
+        done = await world.ada.wait_for(
+            W1, lambda m: "✅" in m.text and "second visit" in m.text, 30)
+    assert "Fresh answer." in done.text

@@ -17,6 +17,7 @@ from fleetgram.claude.compaction import SUMMARY_INSTRUCTION
 from fleetgram.domain import Task, TaskSource, TaskState, new_task_id, utcnow
 from fleetgram.fleet import Fleet
 from fleetgram.store import open_store
+from fleetgram.worker.bot import WorkerBot
 from tests.e2e.harness import (
     ADA,
     MASTER,
@@ -387,7 +388,7 @@ async def test_a_store_that_cannot_start_the_task_requeues_it_until_it_fails_wit
     async with one_worker_fleet(world, faulty=True, MAX_ATTEMPTS="2") as fleet:
         store = fleet.store
         assert isinstance(store, FaultyStore)
-        worker = fleet.runtime.workers["worker1"]  # type: ignore[attr-defined]
+        worker = await started_worker(fleet)
         worker.store_retry_seconds = 1.0
         store.refuse_writes(methods={"mark_running"})
         task_id = await world.prompt("never starts")
@@ -407,12 +408,18 @@ async def test_a_store_that_cannot_start_the_task_requeues_it_until_it_fails_wit
         await completed_everywhere(world, fleet, again)
 
 
+async def started_worker(fleet: Fleet) -> WorkerBot:
+    """worker1 once its start has finished (it polls Telegram a moment before it is listed)."""
+    workers = fleet.runtime.workers  # type: ignore[attr-defined]
+    await wait_until(lambda: "worker1" in workers, 10, "worker1 to have started")
+    return workers["worker1"]
+
+
 async def test_a_worker_note_whose_replies_keep_getting_lost_is_shown_at_most_twice(
     world: World,
 ) -> None:
     async with one_worker_fleet(world) as fleet:
-        await world.telegram.wait_until_polling(W1, timeout=10)
-        worker = fleet.runtime.workers["worker1"]  # type: ignore[attr-defined]
+        worker = await started_worker(fleet)
         world.telegram.lose_reply_next(W1, "sendMessage", count=5)
         assert await worker.say(ADA, "⏸ a note for Ada") is False
         assert worker_chat(world).count("⏸ a note for Ada") == 2
@@ -422,8 +429,7 @@ async def test_a_worker_note_waits_out_a_bad_gateway_burst_and_is_shown_once(
     world: World,
 ) -> None:
     async with one_worker_fleet(world) as fleet:
-        await world.telegram.wait_until_polling(W1, timeout=10)
-        worker = fleet.runtime.workers["worker1"]  # type: ignore[attr-defined]
+        worker = await started_worker(fleet)
         world.telegram.fail_for(W1, 1.5, methods=["sendMessage"])
         assert await worker.say(ADA, "⏸ another note") is True
         assert worker_chat(world).count("⏸ another note") == 1

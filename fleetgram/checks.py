@@ -190,22 +190,32 @@ async def check_claude(settings: Settings) -> CheckResult:
     """The cheapest real call: a one-token answer to a one-word prompt."""
     import anthropic
 
-    secrets = (settings.anthropic_api_key,)
     where = settings.anthropic_base_url or "https://api.anthropic.com"
-    client = anthropic.AsyncAnthropic(
-        api_key=settings.anthropic_api_key, base_url=settings.anthropic_base_url,
-        timeout=CLAUDE_TIMEOUT, max_retries=1,
-    )
+    setting = "ANTHROPIC_API_KEY"
+    if settings.anthropic_api_key:
+        secrets: tuple[str, ...] = (settings.anthropic_api_key,)
+        client = anthropic.AsyncAnthropic(
+            api_key=settings.anthropic_api_key, base_url=settings.anthropic_base_url,
+            timeout=CLAUDE_TIMEOUT, max_retries=1,
+        )
+    else:  # agent mode on a subscription: the token as Claude Code sends it
+        setting = "CLAUDE_CODE_OAUTH_TOKEN"
+        token = settings.claude_code_oauth_token or ""
+        secrets = (token,)
+        client = anthropic.AsyncAnthropic(
+            auth_token=token, base_url=settings.anthropic_base_url, timeout=CLAUDE_TIMEOUT,
+            max_retries=1, default_headers={"anthropic-beta": "oauth-2025-04-20"},
+        )
     try:
         await client.messages.create(
             model=settings.claude_model, max_tokens=1,
             messages=[{"role": "user", "content": "ping"}],
         )
     except anthropic.AuthenticationError:
-        return CheckResult("claude", False, "ANTHROPIC_API_KEY: the Claude API refused the key "
+        return CheckResult("claude", False, f"{setting}: the Claude API refused it "
                                             "(401 authentication_error)")
     except anthropic.PermissionDeniedError:
-        return CheckResult("claude", False, "ANTHROPIC_API_KEY: the key may not use the "
+        return CheckResult("claude", False, f"{setting}: it may not use the "
                                             "Claude API (403 permission_error)")
     except anthropic.NotFoundError:
         return CheckResult("claude", False, f"CLAUDE_MODEL: the Claude API does not know "

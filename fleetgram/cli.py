@@ -43,6 +43,12 @@ def _parser() -> argparse.ArgumentParser:
     worker = sub.add_parser("worker", parents=[env_file], help="run one worker bot")
     worker.add_argument("--slot", help="worker slot, e.g. worker2 (default: $WORKER_SLOT)")
     sub.add_parser("operator", parents=[env_file], help="run the Kubernetes operator (kopf)")
+    relay = sub.add_parser(
+        "agent-relay", help="run Claude Code for the agent workers that connect here (the "
+                            "pod's agent container on Kubernetes; it needs no settings)")
+    relay.add_argument("--listen", default="127.0.0.1:7777", help="host:port to listen on")
+    relay.add_argument("--cli", default=None,
+                       help="the Claude Code binary (default: the one bundled with the SDK)")
     check = sub.add_parser(
         "check", parents=[env_file],
         help="validate the configuration, reach the database, and exit (0 when all is well)",
@@ -155,11 +161,14 @@ def _check(settings: Settings, online: bool) -> int:
 
 def _secrets(settings: Settings) -> tuple[str, ...]:
     return tuple(s for s in (settings.master_bot_token, settings.anthropic_api_key,
+                             settings.claude_code_oauth_token or "",
                              settings.worker_token or "", *settings.worker_token_pool) if s)
 
 
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
+    if args.command == "agent-relay":  # no settings: this container holds no secrets
+        return _agent_relay(args.listen, args.cli)
     need_master = args.command in ("up", "master", "check")
     need_workers = args.command in ("up", "worker", "check")
     explicit = args.env_file is not None
@@ -203,6 +212,24 @@ def main(argv: list[str] | None = None) -> int:
         print(f"fleetgram: cannot start: {_one_line(exc, secrets)}", file=sys.stderr)
         return 1
     return _run(component, secrets)
+
+
+def _agent_relay(address: str, cli: str | None) -> int:
+    import asyncio
+    import contextlib
+
+    from fleetgram.engines.launcher import bundled_cli
+    from fleetgram.engines.relay import parse_address, run_relay
+
+    logs.configure("INFO", ())
+    try:
+        parse_address(address)
+    except ValueError as exc:
+        print(f"fleetgram: agent-relay: --listen: {exc}", file=sys.stderr)
+        return 2
+    with contextlib.suppress(KeyboardInterrupt):
+        asyncio.run(run_relay(address, cli or str(bundled_cli())))
+    return 0
 
 
 def _worker(settings: Settings, env_slot: str, arg_slot: str | None) -> Any:

@@ -129,6 +129,8 @@ class Settings:
     agent_verbose: int = 1  # /verbose default: 0 answer only, 1 one line per tool, 2 and results
     agent_sandbox: bool = False  # the Claude Code CLI's own sandbox for Bash (bubblewrap)
     agent_cli_path: str | None = None  # default: the CLI bundled in claude-agent-sdk
+    # host:port of `fleetgram agent-relay`: the CLI runs there (Kubernetes: the agent container)
+    agent_relay: str | None = None
     extra: Mapping[str, str] = field(default_factory=dict)
 
     def workspace_for(self, slot: str) -> Path:
@@ -447,8 +449,14 @@ def _agent_settings(env: Mapping[str, str], c: _Collector) -> dict[str, object]:
     credentials = Path(credentials_raw) if credentials_raw else None
     if credentials is not None and not credentials.is_dir():
         c.add("WORKSPACE_GIT_CREDENTIALS", f"{credentials_raw!r} is not a directory")
+    relay = env.get("AGENT_RELAY", "").strip() or None
+    if relay is not None:
+        host, _, port = relay.rpartition(":")
+        if not host or not port.isdigit() or not 0 < int(port) < 65536:
+            c.add("AGENT_RELAY", f"must be host:port, got {relay!r}")
     return dict(
         data_dir=data_dir,
+        agent_relay=relay,
         workspace_git_credentials=credentials,
         workspace_root=root,
         workspace_repo=repo,

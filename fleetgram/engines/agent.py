@@ -46,7 +46,7 @@ from fleetgram.config import PermissionMode, Settings
 from fleetgram.domain import Usage
 from fleetgram.engines.activity import result_line, tool_line
 from fleetgram.engines.base import ApprovalChoice, Limit, ToolCall, TurnContext, TurnResult
-from fleetgram.engines.launcher import REAL_CLI, bundled_cli
+from fleetgram.engines.launcher import REAL_CLI, RELAY, bundled_cli
 from fleetgram.engines.permissions import Verdict, decide, denial_message, sdk_permission_mode
 from fleetgram.store.base import ApiCall, Store
 from fleetgram.telegram.files import prompt_with_files, save_files
@@ -95,12 +95,14 @@ def cli_environment(settings: Settings, workspace: Workspace) -> dict[str, str]:
         "TMPDIR": str(workspace.root / "tmp"),
         REAL_CLI: settings.agent_cli_path or str(bundled_cli()),
     }
-    if settings.anthropic_api_key:
-        env["ANTHROPIC_API_KEY"] = settings.anthropic_api_key
+    # Empty blanks one the worker may have inherited: the launcher drops empty values.
+    env["ANTHROPIC_API_KEY"] = settings.anthropic_api_key
     if settings.claude_code_oauth_token:
         env["CLAUDE_CODE_OAUTH_TOKEN"] = settings.claude_code_oauth_token
     if settings.anthropic_base_url:
         env["ANTHROPIC_BASE_URL"] = settings.anthropic_base_url
+    if settings.agent_relay:
+        env[RELAY] = settings.agent_relay
     return env
 
 

@@ -496,3 +496,104 @@ async def test_a_session_whose_files_are_gone_starts_fresh_and_says_so(
         done = await world.ada.wait_for(
             W1, lambda m: "✅" in m.text and "second visit" in m.text, 30)
     assert "Fresh answer." in done.text
+
+
+async def test_a_claude_subscription_token_runs_the_agent_without_an_api_key(
+    world: World, tmp_path: Path
+) -> None:
+    token = "sk-ant-oat01-subscription-token"
+    world.claude.api_key = token  # the emulator now takes only this, as an OAuth bearer
+    install(world.claude, AgentStory("on my subscription", [
+        write("sub.txt", "paid by the plan\n"), say("Done on the subscription."),
+    ]))
+    await world.open_chats(world.ada, 1)
+    overrides = agent_overrides(tmp_path, None, ANTHROPIC_API_KEY="",
+                                CLAUDE_CODE_OAUTH_TOKEN=token)
+    async with world.fleet(1, **overrides) as fleet:
+        task_id = await world.prompt("on my subscription")
+        await wait_task(fleet, task_id, TaskState.COMPLETED, timeout=30)
+    assert (tmp_path / "workspaces" / "worker1" / "repo" / "sub.txt").exists()
+    sent = world.claude.request_headers[-1]
+    assert sent.get("authorization") == f"Bearer {token}" and "x-api-key" not in sent
+
+
+async def test_claude_code_reads_an_image_sent_with_the_prompt_as_an_image(
+    world: World, tmp_path: Path
+) -> None:
+    from tests.emulators.agent_script import Step
+    from tests.emulators.test_telegram_files import png
+
+    def the_upload(cwd: str | None) -> dict[str, str]:
+        found = next(Path(str(cwd), ".fleetgram", "uploads").rglob("chart.png"))
+        return {"file_path": str(found)}
+
+    install(world.claude, AgentStory("what does the chart show", [
+        Step(tool="Read", make_input=the_upload), say("A black square."),
+    ]))
+    await world.open_chats(world.ada, 1)
+    async with world.fleet(1, **agent_overrides(tmp_path, None)) as fleet:
+        await world.ada.send_document(W1, "chart.png", png(64, 64),
+                                      caption="what does the chart show", mime_type="image/png")
+        final = await world.ada.wait_for(W1, lambda m: "A black square." in m.text and "✅"
+                                         in m.text, 30)
+        assert await fleet.store.count_tasks([TaskState.COMPLETED]) == 1
+    results = tool_results(world.claude.requests[-1], "what does the chart show")
+    blocks = json.dumps(results)
+    assert '"type": "image"' in blocks and "image/png" in blocks
+    assert "📖" in final.text
+
+
+MINIMAL_PDF = (
+    b"%PDF-1.4\n1 0 obj<</Type/Catalog/Pages 2 0 R>>endobj\n"
+    b"2 0 obj<</Type/Pages/Kids[3 0 R]/Count 1>>endobj\n"
+    b"3 0 obj<</Type/Page/Parent 2 0 R/MediaBox[0 0 200 200]>>endobj\n"
+    b"trailer<</Root 1 0 R>>\n%%EOF\n"
+)
+
+
+async def test_claude_code_reads_a_pdf_sent_with_the_prompt_as_a_document(
+    world: World, tmp_path: Path
+) -> None:
+    from tests.emulators.agent_script import Step
+
+    def the_upload(cwd: str | None) -> dict[str, str]:
+        found = next(Path(str(cwd), ".fleetgram", "uploads").rglob("report.pdf"))
+        return {"file_path": str(found)}
+
+    install(world.claude, AgentStory("summarise the report", [
+        Step(tool="Read", make_input=the_upload), say("An empty page."),
+    ]))
+    await world.open_chats(world.ada, 1)
+    async with world.fleet(1, **agent_overrides(tmp_path, None)):
+        await world.ada.send_document(W1, "report.pdf", MINIMAL_PDF,
+                                      caption="summarise the report",
+                                      mime_type="application/pdf")
+        await world.ada.wait_for(W1, lambda m: "An empty page." in m.text and "✅" in m.text,
+                                 30)
+    blocks = json.dumps(tool_results(world.claude.requests[-1], "summarise the report"))
+    assert '"type": "document"' in blocks and "application/pdf" in blocks
+
+
+async def test_an_image_the_agent_sends_comes_back_as_a_photo(
+    world: World, tmp_path: Path
+) -> None:
+    from tests.emulators.agent_script import Step
+    from tests.emulators.test_telegram_files import png
+
+    image = png(320, 200)
+
+    def the_upload(cwd: str | None) -> dict[str, str]:
+        found = next(Path(str(cwd), ".fleetgram", "uploads").rglob("plot.png"))
+        return {"path": str(found), "caption": "your plot, back"}
+
+    install(world.claude, AgentStory("send the plot back", [
+        Step(tool="mcp__fleet__send_file", make_input=the_upload), say("Sent it back."),
+    ]))
+    await world.open_chats(world.ada, 1)
+    async with world.fleet(1, **agent_overrides(tmp_path, None)):
+        await world.ada.send_document(W1, "plot.png", image, caption="send the plot back",
+                                      mime_type="image/png")
+        photo = await world.ada.wait_for(W1, lambda m: m.from_bot and m.photo is not None, 30)
+    assert photo.photo is not None
+    assert world.telegram.file_bytes(photo.photo[-1]["file_id"]) == image
+    assert "your plot, back" in photo.text

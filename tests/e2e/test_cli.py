@@ -204,5 +204,29 @@ async def test_check_online_names_the_slot_of_a_token_telegram_refuses(
 async def test_check_online_reports_a_refused_claude_key(world: World, tmp_path: Path) -> None:
     code, out, err = await check_online(world, tmp_path, ANTHROPIC_API_KEY="sk-ant-wrong-key-999")
     assert code == 1
-    assert "problem: ANTHROPIC_API_KEY: the Claude API refused the key" in err
+    assert "problem: ANTHROPIC_API_KEY: the Claude API refused it" in err
     assert "sk-ant-wrong-key-999" not in out + err
+
+
+@pytest.mark.e2e
+async def test_check_online_calls_claude_with_a_subscription_token_in_agent_mode(
+    world: World, tmp_path: Path
+) -> None:
+    token = "sk-ant-oat01-check-token"
+    world.claude.api_key = token
+    code, out, err = await check_online(world, tmp_path, ANTHROPIC_API_KEY="",
+                                        WORKER_ENGINE="agent", CLAUDE_CODE_OAUTH_TOKEN=token)
+    assert code == 0, err
+    assert "ok: claude:" in out and token not in out + err
+
+
+@pytest.mark.e2e
+async def test_check_online_names_a_refused_subscription_token(
+    world: World, tmp_path: Path
+) -> None:
+    code, out, err = await check_online(world, tmp_path, ANTHROPIC_API_KEY="",
+                                        WORKER_ENGINE="agent",
+                                        CLAUDE_CODE_OAUTH_TOKEN="sk-ant-oat01-wrong")
+    assert code == 1
+    assert "problem: CLAUDE_CODE_OAUTH_TOKEN: the Claude API refused it" in err
+    assert "sk-ant-oat01-wrong" not in out + err

@@ -67,6 +67,8 @@ ReplySource = Reply | Callable[[dict[str, Any]], Reply]
 """A :data:`Reply` or a function of the request's JSON body returning one."""
 
 MAX_CACHE_BREAKPOINTS = 4
+OAUTH_TOKEN_PREFIX = "sk-ant-oat"
+OAUTH_BETA = "oauth-2025-04-20"
 CACHE_LOOKBACK_BLOCKS = 20
 CACHE_TTLS: dict[str, float] = {"5m": 300.0, "1h": 3600.0}
 IMAGE_TOKENS = 1600
@@ -996,6 +998,16 @@ class ClaudeEmulator:
     def _authenticate(self, request: web.Request) -> None:
         api_key = request.headers.get("x-api-key")
         authorization = request.headers.get("authorization")
+        if authorization == f"Bearer {self.api_key}" and self.api_key.startswith(
+                OAUTH_TOKEN_PREFIX):
+            # A Claude subscription's OAuth token (CLAUDE_CODE_OAUTH_TOKEN) is accepted only
+            # with the `oauth-2025-04-20` beta, as Claude Code sends it; without it the API
+            # answers 401 "OAuth authentication is currently not supported." (reported in
+            # anthropics/claude-code#5983, #6131, anthropics/anthropic-sdk-python#988).
+            betas = request.headers.get("anthropic-beta", "")
+            if OAUTH_BETA not in [b.strip() for b in betas.split(",")]:
+                raise _ApiError(401, "OAuth authentication is currently not supported.")
+            return
         if api_key == self.api_key or authorization == f"Bearer {self.api_key}":
             return
         if api_key is not None:

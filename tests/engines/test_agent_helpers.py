@@ -50,7 +50,8 @@ def test_the_cli_gets_its_home_in_the_workspace_and_the_key_but_no_bot_token(
 def test_a_subscription_token_reaches_the_cli_when_set(tmp_path: Path) -> None:
     s = settings(tmp_path, anthropic_api_key="", claude_code_oauth_token="sk-ant-oat01-x")
     env = cli_environment(s, Workspace(tmp_path / "w", None, slot="worker1"))
-    assert env["CLAUDE_CODE_OAUTH_TOKEN"] == "sk-ant-oat01-x" and "ANTHROPIC_API_KEY" not in env
+    assert env["CLAUDE_CODE_OAUTH_TOKEN"] == "sk-ant-oat01-x"
+    assert env["ANTHROPIC_API_KEY"] == ""  # blanks an inherited key; the launcher drops it
 
 
 def test_the_rules_deny_other_workers_workspaces_secrets_and_the_database(
@@ -93,7 +94,8 @@ def test_the_launcher_keeps_only_what_the_cli_needs() -> None:
     kept = kept_environment({
         "PATH": "/bin", "HOME": "/h", "ANTHROPIC_API_KEY": "k", "CLAUDE_CODE_X": "1",
         "MASTER_BOT_TOKEN": "1:m", "WORKER_TOKEN_POOL": "2:a", "DATABASE_URL": "postgres://",
-        "AWS_SECRET_ACCESS_KEY": "s", "KUBERNETES_SERVICE_HOST": "10.0.0.1"})
+        "AWS_SECRET_ACCESS_KEY": "s", "KUBERNETES_SERVICE_HOST": "10.0.0.1",
+        "ANTHROPIC_BASE_URL": ""})
     assert kept == {"PATH": "/bin", "HOME": "/h", "ANTHROPIC_API_KEY": "k", "CLAUDE_CODE_X": "1"}
 
 

@@ -21,6 +21,16 @@ if ! pg_isready -q -h 127.0.0.1 -p 5432 2>/dev/null; then
   fi
 fi
 
+# AGENT_SANDBOX (Claude Code's sandbox for the agent's commands) needs bubblewrap and socat;
+# its test runs the real sandbox.
+if ! command -v bwrap >/dev/null 2>&1 || ! command -v socat >/dev/null 2>&1; then
+  if command -v apt-get >/dev/null 2>&1 && [ "$(id -u)" = 0 ]; then
+    echo "installing bubblewrap and socat"
+    apt-get install -y -q bubblewrap socat >/dev/null 2>&1 || {
+      apt-get update -q >/dev/null && apt-get install -y -q bubblewrap socat >/dev/null; }
+  fi
+fi
+
 .venv/bin/ruff check .
 # Most tests wait on emulated networks and timers, not on the CPU (a serial run keeps a 2-core
 # machine about a quarter busy), so they run in several processes. PYTEST_WORKERS=0: serial.

@@ -15,10 +15,12 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import hashlib
 import json
 import logging
 import shutil
 import sys
+import tempfile
 import time
 from pathlib import Path
 from typing import Any
@@ -56,6 +58,7 @@ log = logging.getLogger(__name__)
 
 LAUNCHER = "fleetgram-agent-cli"
 SEND_FILE_TOOL = "mcp__fleet__send_file"
+SHORT_PATH = 60  # bytes of a TMPDIR that leaves room for the sandbox's socket names
 INTERRUPT_TIMEOUT = 1.0  # seconds the CLI gets to stop a turn when the task is cancelled
 APPEND_SYSTEM = (
     "You are one of several parallel workers of fleetgram; the user follows your work in a "
@@ -82,6 +85,16 @@ def launcher_path() -> str:
     return found
 
 
+def cli_tmpdir(workspace: Workspace) -> Path:
+    """The CLI's TMPDIR: in the workspace, unless that path is too long for the Unix sockets
+    AGENT_SANDBOX makes there (at most 107 bytes in all); then a short one under /tmp."""
+    inside = workspace.root / "tmp"
+    if len(str(inside).encode()) <= SHORT_PATH:
+        return inside
+    digest = hashlib.sha256(str(workspace.root).encode()).hexdigest()[:10]
+    return Path(tempfile.gettempdir()) / f"fleetgram-{digest}"
+
+
 def cli_environment(settings: Settings, workspace: Workspace) -> dict[str, str]:
     """What the CLI is given on top of the launcher's kept variables (see launcher.py)."""
     env = {
@@ -92,7 +105,7 @@ def cli_environment(settings: Settings, workspace: Workspace) -> dict[str, str]:
         "CLAUDE_CODE_MAX_RETRIES": str(settings.claude_max_retries),
         # MCP tool schemas in the first request, not behind ToolSearch (one call less).
         "ENABLE_TOOL_SEARCH": "false",
-        "TMPDIR": str(workspace.root / "tmp"),
+        "TMPDIR": str(cli_tmpdir(workspace)),
         REAL_CLI: settings.agent_cli_path or str(bundled_cli()),
     }
     # Empty blanks one the worker may have inherited: the launcher drops empty values.
@@ -247,8 +260,9 @@ class AgentEngine:
         self.settings = settings
         self.slot = slot
         self.store = store
+        # Absolute: the CLI's HOME and TMPDIR must not depend on its working directory.
         self.workspace = workspace or Workspace(
-            settings.workspace_for(slot), settings.workspace_repo, slot=slot,
+            settings.workspace_for(slot).resolve(), settings.workspace_repo, slot=slot,
             git_credentials=settings.workspace_git_credentials)
         self._prepared = False
         self._client: ClaudeSDKClient | None = None
@@ -261,7 +275,7 @@ class AgentEngine:
         """Create the workspace (clone the repo) once; a failure is retried next task."""
         if not self._prepared:
             await self.workspace.prepare()
-            (self.workspace.root / "tmp").mkdir(parents=True, exist_ok=True)
+            cli_tmpdir(self.workspace).mkdir(mode=0o700, parents=True, exist_ok=True)
             self._prepared = True
 
     async def run(self, prompt: str, ctx: TurnContext) -> TurnResult:

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import shutil
 import time
 from pathlib import Path
 
@@ -597,3 +598,26 @@ async def test_an_image_the_agent_sends_comes_back_as_a_photo(
     assert photo.photo is not None
     assert world.telegram.file_bytes(photo.photo[-1]["file_id"]) == image
     assert "your plot, back" in photo.text
+
+
+@pytest.mark.skipif(shutil.which("bwrap") is None or shutil.which("socat") is None,
+                    reason="AGENT_SANDBOX needs bubblewrap and socat (scripts/test.sh installs "
+                           "them)")
+async def test_with_the_sandbox_a_command_cannot_read_another_workers_workspace(
+    world: World, tmp_path: Path
+) -> None:
+    other = tmp_path / "workspaces" / "worker2" / "repo"
+    other.mkdir(parents=True)
+    (other / "secret.txt").write_text("worker2's own notes\n")
+    install(world.claude, AgentStory("cat next door", [
+        bash(f"cat {other / 'secret.txt'}; echo exit=$?"), say("Done."),
+    ]))
+    await world.open_chats(world.ada, 2)
+    # pytest's paths are long: the CLI's TMPDIR moves under /tmp (see cli_tmpdir), or the
+    # sandbox could not make its sockets and would run nothing.
+    async with world.fleet(2, **agent_overrides(tmp_path, None, AGENT_SANDBOX="1")):
+        task_id = await world.prompt("cat next door")
+        await wait_final(world, W1, task_id)
+    seen = json.dumps(tool_results(world.claude.requests[-1], "cat next door"))
+    assert "exit=1" in seen  # the command ran, inside the sandbox
+    assert "worker2's own notes" not in seen

@@ -5,8 +5,9 @@ polled by one process only, so an old and a new pod must never overlap), owned b
 WorkerPool (deleting the pool deletes its workers), and holding only its own token: the
 container's WORKER_TOKEN comes from a secretKeyRef to that slot's Secret, and nothing else of
 the token pool reaches the pod. Agent workers (WorkerPool `engine: agent`) also get their
-workspace volume and settings (fleetgram.operator.agent); every worker runs non-root on a
-read-only root filesystem, writing only to /tmp and its workspace.
+workspace volume and settings, and a second container, `agent`, that runs the Claude Code CLI
+for the worker without its secrets (fleetgram.operator.agent); every container runs non-root on
+a read-only root filesystem, writing only to its /tmp and the workspace.
 """
 
 from __future__ import annotations
@@ -31,6 +32,14 @@ from fleetgram.operator import agent
 
 CONTAINER_NAME = "worker"
 RUN_AS_USER = 10001  # the images' unprivileged user (as in the Helm chart)
+# Every container's (the worker's and an agent pod's `agent`); the pod adds the user and
+# seccomp. Writable: /tmp and (agent pods) the workspace only; the agent's commands must not
+# change the image.
+CONTAINER_SECURITY_CONTEXT: dict[str, Any] = {
+    "allowPrivilegeEscalation": False,
+    "readOnlyRootFilesystem": True,
+    "capabilities": {"drop": ["ALL"]},
+}
 
 # Set by the operator for each slot; a template env entry of the same name is dropped.
 # WORKER_TOKEN_POOL and MASTER_BOT_TOKEN never reach a worker: it holds its own token only.
@@ -98,23 +107,24 @@ def pod_template(pool: Mapping[str, Any], slot: str, index: int) -> dict[str, An
         "command": ["fleetgram"],
         "args": ["worker", "--slot", slot],
         "env": worker_env(pool, slot, index),
-        # Writable: /tmp and (agent workers) the workspace only; the agent's commands must
-        # not change the image.
-        "securityContext": {
-            "allowPrivilegeEscalation": False,
-            "readOnlyRootFilesystem": True,
-            "capabilities": {"drop": ["ALL"]},
-        },
+        "securityContext": copy.deepcopy(CONTAINER_SECURITY_CONTEXT),
         "volumeMounts": [{"name": "tmp", "mountPath": "/tmp"}, *agent.agent_mounts(pool)],
     }
     if template.get("imagePullPolicy"):
         container["imagePullPolicy"] = template["imagePullPolicy"]
     if agent.is_agent(pool):
-        container["resources"] = agent.agent_resources(template.get("resources"))
+        # The CLI runs in the agent container, which takes the pool's resources.
+        container["resources"] = agent.worker_resources()
     elif template.get("resources"):
         container["resources"] = copy.deepcopy(dict(template["resources"]))
+    containers = [container]
+    sidecar = agent.agent_container(pool, image=template["image"],
+                                    security_context=CONTAINER_SECURITY_CONTEXT,
+                                    image_pull_policy=template.get("imagePullPolicy"))
+    if sidecar is not None:
+        containers.append(sidecar)
     pod_spec: dict[str, Any] = {
-        "containers": [container],
+        "containers": containers,
         "enableServiceLinks": False,
         "terminationGracePeriodSeconds": 30,
         "securityContext": {
@@ -128,6 +138,11 @@ def pod_template(pool: Mapping[str, Any], slot: str, index: int) -> dict[str, An
     }
     if template.get("serviceAccountName"):
         pod_spec["serviceAccountName"] = template["serviceAccountName"]
+    if agent.is_agent(pool):
+        # Only the worker container mounts the token (agent.service_account_volume), and the
+        # agent container sees none of the worker's processes (nor their /proc/<pid>/environ).
+        pod_spec["automountServiceAccountToken"] = False
+        pod_spec["shareProcessNamespace"] = False
     return {"metadata": {"labels": labels}, "spec": pod_spec}
 
 

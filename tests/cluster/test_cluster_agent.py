@@ -1,7 +1,9 @@
 """Kubernetes mode, agent workers: the real kopf operator against the emulated API server.
 A WorkerPool with `engine: agent` and a persistentVolumeClaim workspace gets one claim per
-slot, and each worker Deployment mounts its own claim at /workspace (no pods run: the agent
-itself is tested on a single host; this is what the cluster must carry)."""
+slot, and each worker Deployment mounts its own claim at /workspace in two containers: the
+worker (with its secrets, the ServiceAccount token and the git credentials) and `agent`, the
+relay that runs the CLI with none of them (no pods run: the agent itself is tested on a single
+host; this is what the cluster must carry)."""
 
 from __future__ import annotations
 
@@ -18,6 +20,7 @@ from tests.operator.harness import NS, OperatorThread, make_pool, make_secrets
 pytestmark = pytest.mark.k8s
 
 SLOTS = ("worker1", "worker2")
+SA_MOUNT = "/var/run/secrets/kubernetes.io/serviceaccount"
 
 
 def live(emu: KubeEmulator, plural: str) -> dict[str, dict[str, Any]]:
@@ -45,16 +48,32 @@ def test_an_agent_pool_gets_a_claim_per_slot_mounted_at_workspace(
             assert claim["spec"]["resources"]["requests"]["storage"] == "20Gi"
         for slot in SLOTS:
             pod = live(emu, "deployments")[f"fleetgram-{slot}"]["spec"]["template"]["spec"]
-            (container,) = pod["containers"]
-            mounts = {m["mountPath"]: m["name"] for m in container["volumeMounts"]}
+            assert pod["automountServiceAccountToken"] is False
+            containers = {c["name"]: c for c in pod["containers"]}
+            assert list(containers) == ["worker", "agent"]
+            worker, agent = containers["worker"], containers["agent"]
+            mounts = {m["mountPath"]: m["name"] for m in worker["volumeMounts"]}
             volumes = {v["name"]: v for v in pod["volumes"]}
             assert volumes[mounts["/workspace"]]["persistentVolumeClaim"] == {
                 "claimName": f"fleetgram-{slot}-workspace"}
             assert volumes[mounts["/etc/fleetgram/git"]]["secret"]["secretName"] == "app-git"
-            env = {e["name"]: e.get("value") for e in container["env"]}
+            assert "projected" in volumes[mounts[SA_MOUNT]]
+            env = {e["name"]: e.get("value") for e in worker["env"]}
             assert (env["WORKER_ENGINE"], env["WORKSPACE_ROOT"], env["PERMISSION_MODE"],
-                    env["TASK_BUDGET_USD"]) == ("agent", "/workspace", "edits", "2.5")
-            assert container["securityContext"]["readOnlyRootFilesystem"] is True
+                    env["TASK_BUDGET_USD"], env["AGENT_RELAY"]) == (
+                "agent", "/workspace", "edits", "2.5", "127.0.0.1:7777")
+            assert "WORKER_TOKEN" in env
+            # The agent container: the relay, the same workspace, nothing secret.
+            assert (agent["command"], agent["args"]) == (
+                ["fleetgram"], ["agent-relay", "--listen", "127.0.0.1:7777"])
+            assert agent["image"] == worker["image"]
+            agent_mounts = {m["mountPath"]: m["name"] for m in agent["volumeMounts"]}
+            assert agent_mounts == {"/tmp": "agent-tmp", "/workspace": mounts["/workspace"]}
+            assert agent["env"] == [{"name": "HOME", "value": "/tmp"}]
+            assert "envFrom" not in agent
+            assert agent["resources"]["limits"]["memory"] == "1Gi"
+            for container in (worker, agent):
+                assert container["securityContext"]["readOnlyRootFilesystem"] is True
         created = [c.name for c in emu.changes("persistentvolumeclaims") if c.type == "ADDED"]
         assert sorted(created) == sorted(claims)  # each made once, over many rounds
 

@@ -8,7 +8,6 @@ from fleetgram.config import EngineKind, PermissionMode, load_settings
 from fleetgram.kube.objects import ANNOTATION_TEMPLATE_HASH, LABEL_POOL, LABEL_SLOT
 from fleetgram.operator.manifests import deployment_manifest, workspace_claim
 from tests.operator.builders import NOW, POOL_UID, pool
-from tests.operator.test_manifests import env_of
 
 
 def agent_pool(**spec: Any) -> dict[str, Any]:
@@ -20,9 +19,18 @@ def pod_of(manifest: dict[str, Any]) -> dict[str, Any]:
     return spec
 
 
-def mounts_of(manifest: dict[str, Any]) -> dict[str, dict[str, Any]]:
-    (container,) = pod_of(manifest)["containers"]
-    return {m["mountPath"]: m for m in container["volumeMounts"]}
+def container_of(manifest: dict[str, Any], name: str = "worker") -> dict[str, Any]:
+    (container,) = [c for c in pod_of(manifest)["containers"] if c["name"] == name]
+    return container
+
+
+def env_of(manifest: dict[str, Any], name: str = "worker") -> dict[str, Any]:
+    return {e["name"]: e.get("value", e.get("valueFrom"))
+            for e in container_of(manifest, name).get("env", [])}
+
+
+def mounts_of(manifest: dict[str, Any], name: str = "worker") -> dict[str, dict[str, Any]]:
+    return {m["mountPath"]: m for m in container_of(manifest, name)["volumeMounts"]}
 
 
 def volumes_of(manifest: dict[str, Any]) -> dict[str, dict[str, Any]]:
@@ -54,7 +62,8 @@ def test_chat_workers_get_no_workspace_nor_agent_settings() -> None:
                     agent={"permissionMode": "all"})
     manifest = deployment_manifest(the_pool, "worker1", 0, NOW)
     assert set(mounts_of(manifest)) == {"/tmp"}
-    assert not {"WORKER_ENGINE", "WORKSPACE_ROOT", "PERMISSION_MODE"} & set(env_of(manifest))
+    assert not {"WORKER_ENGINE", "WORKSPACE_ROOT", "PERMISSION_MODE", "AGENT_RELAY"} & set(
+        env_of(manifest))
     assert workspace_claim(the_pool, "worker1") is None
 
 
@@ -131,27 +140,26 @@ def test_the_repo_secret_is_mounted_read_only_and_named_to_the_worker() -> None:
 
 def test_worker_pods_run_non_root_on_a_read_only_root_filesystem() -> None:
     for the_pool in (pool(3), agent_pool(workspace={"type": "persistentVolumeClaim"})):
-        pod = pod_of(deployment_manifest(the_pool, "worker1", 0, NOW))
-        (container,) = pod["containers"]
+        manifest = deployment_manifest(the_pool, "worker1", 0, NOW)
+        pod = pod_of(manifest)
         assert pod["securityContext"] == {
             "runAsNonRoot": True, "runAsUser": 10001, "runAsGroup": 10001, "fsGroup": 10001,
             "seccompProfile": {"type": "RuntimeDefault"}}
-        assert container["securityContext"] == {
-            "allowPrivilegeEscalation": False, "readOnlyRootFilesystem": True,
-            "capabilities": {"drop": ["ALL"]}}
-        assert volumes_of({"spec": {"template": {"spec": pod}}})["tmp"] == {
-            "name": "tmp", "emptyDir": {}}
+        for container in pod["containers"]:
+            assert container["securityContext"] == {
+                "allowPrivilegeEscalation": False, "readOnlyRootFilesystem": True,
+                "capabilities": {"drop": ["ALL"]}}
+        assert volumes_of(manifest)["tmp"] == {"name": "tmp", "emptyDir": {}}
+        assert mounts_of(manifest)["/tmp"]["name"] == "tmp"
 
 
-def test_agent_workers_get_memory_for_claude_code_unless_the_template_names_it() -> None:
-    (container,) = pod_of(deployment_manifest(agent_pool(), "worker1", 0, NOW))["containers"]
-    assert container["resources"] == {"requests": {"memory": "512Mi"},
-                                      "limits": {"memory": "1Gi"}}
+def test_the_worker_container_of_an_agent_pod_gets_the_chat_workers_memory() -> None:
     template = {"image": "w:1", "resources": {"requests": {"cpu": "1", "memory": "2Gi"},
                                               "limits": {"memory": "3Gi"}}}
-    the_pool = pool(3, engine="agent", template=template)
-    (container,) = pod_of(deployment_manifest(the_pool, "worker1", 0, NOW))["containers"]
-    assert container["resources"] == template["resources"]
+    for the_pool in (agent_pool(), pool(3, engine="agent", template=template)):
+        worker = container_of(deployment_manifest(the_pool, "worker1", 0, NOW))
+        assert worker["resources"] == {"requests": {"memory": "128Mi"},
+                                       "limits": {"memory": "512Mi"}}
 
 
 def test_changing_the_agent_settings_changes_the_template_hash() -> None:

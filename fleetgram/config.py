@@ -296,7 +296,7 @@ def load_settings(
         c.add("CLAUDE_CODE_OAUTH_TOKEN", "is used by WORKER_ENGINE=agent only; "
                                          "the chat engine needs ANTHROPIC_API_KEY")
     agent = _agent_settings(env, c)
-    if engine == EngineKind.AGENT:
+    if engine == EngineKind.AGENT and need_workers:  # the master and operator run no agent
         _check_agent_installed(agent, c)
 
     min_workers = c.get(lambda: _int(env, "MIN_WORKERS", 1, minimum=0), 1)

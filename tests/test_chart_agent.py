@@ -124,3 +124,36 @@ def test_the_operator_may_get_and_create_workspace_claims_only(rendered):
     (rule,) = [r for r in role['rules'] if 'persistentvolumeclaims' in r['resources']]
     assert rule == {'apiGroups': [''], 'resources': ['persistentvolumeclaims'],
                     'verbs': ['get', 'create']}
+
+
+OAUTH_ONLY = """
+anthropic:
+  apiKey: {existingSecret: "", value: ""}
+worker:
+  engine: agent
+  agent:
+    oauthToken: {existingSecret: claude-oauth, existingSecretKey: oauth-token}
+"""
+
+
+def _env_of(obj: dict) -> dict[str, dict]:
+    container = obj['spec']['template']['spec']['containers'][0]
+    return {e['name']: e for e in container.get('env', [])}
+
+
+def test_a_subscription_token_alone_is_enough_and_reaches_master_and_workers():
+    objs = objects(render(values_with(OAUTH_ONLY)))
+    for name, deployment in by_kind(objs, 'Deployment').items():
+        env = _env_of(deployment)
+        assert 'ANTHROPIC_API_KEY' not in env, name
+        assert env['WORKER_ENGINE']['value'] == 'agent', name
+        assert env['CLAUDE_CODE_OAUTH_TOKEN']['valueFrom']['secretKeyRef'] == {
+            'name': 'claude-oauth', 'key': 'oauth-token'}, name
+    pool = the_pool(objs)
+    assert not any(e['name'] == 'ANTHROPIC_API_KEY' for e in pool['spec']['template']['env'])
+
+
+def test_without_a_key_or_a_subscription_token_the_install_fails_with_a_message():
+    with pytest.raises(helm.HelmError) as e:
+        render(values_with('anthropic:\n  apiKey: {existingSecret: "", value: ""}\n'))
+    assert 'worker.agent.oauthToken' in str(e.value)

@@ -621,3 +621,23 @@ async def test_with_the_sandbox_a_command_cannot_read_another_workers_workspace(
     seen = json.dumps(tool_results(world.claude.requests[-1], "cat next door"))
     assert "exit=1" in seen  # the command ran, inside the sandbox
     assert "worker2's own notes" not in seen
+
+
+async def test_stop_in_the_worker_chat_interrupts_a_running_command(
+    world: World, tmp_path: Path
+) -> None:
+    started = tmp_path / "sleeping"
+    marker = tmp_path / "slept-through.txt"
+    install(world.claude, AgentStory("nap for a minute", [
+        bash(f"touch {started} && python3 -c 'import time; time.sleep(60)' && touch {marker}"),
+        say("Napped."),
+    ]))
+    await world.open_chats(world.ada, 1)
+    async with world.fleet(1, **agent_overrides(tmp_path, None)) as fleet:
+        task_id = await world.prompt("nap for a minute")
+        await wait_until(started.exists, 30, "the command to start")
+        await world.ada.send(W1, "/stop")
+        await world.ada.wait_for(W1, lambda m: f"Stopping {task_id}" in m.text, 10)
+        await wait_task(fleet, task_id, TaskState.CANCELLED, timeout=5)
+        final = await wait_final(world, W1, task_id)
+    assert "⏹" in final and not marker.exists()

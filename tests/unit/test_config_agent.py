@@ -62,3 +62,15 @@ def test_a_budget_and_a_turn_limit_are_read_as_numbers() -> None:
                     PERMISSION_MODE="edits", AGENT_SANDBOX="1")
     assert settings.task_budget_usd == 2.5 and settings.task_max_turns == 40
     assert settings.permission_mode == PermissionMode.EDITS and settings.agent_sandbox
+
+
+def test_the_master_needs_no_agent_extra_in_agent_mode(monkeypatch: pytest.MonkeyPatch) -> None:
+    from fleetgram.config import load_settings
+    from tests.unit.test_config import VALID
+
+    real = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec",
+                        lambda name, *a: None if name == "claude_agent_sdk" else real(name, *a))
+    settings = load_settings({**VALID, "WORKER_ENGINE": "agent"}, dotenv=None,
+                             need_workers=False)
+    assert settings.worker_engine == EngineKind.AGENT

@@ -48,6 +48,27 @@ helm.sh/chart: {{ printf "%s-%s" .ctx.Chart.Name .ctx.Chart.Version | replace "+
 {{- if .Values.telegram.masterToken.existingSecret -}}{{ .Values.telegram.masterToken.existingSecretKey | default "token" }}{{- else -}}token{{- end -}}
 {{- end -}}
 
+{{/* "true" when an Anthropic API key is configured, else empty. */}}
+{{- define "fleetgram.hasApiKey" -}}
+{{- if or .Values.anthropic.apiKey.existingSecret .Values.anthropic.apiKey.value -}}true{{- end -}}
+{{- end -}}
+
+{{/* "true" when agent workers run on a Claude subscription's OAuth token, else empty. */}}
+{{- define "fleetgram.hasOauthToken" -}}
+{{- $oauth := (.Values.worker.agent | default dict).oauthToken | default dict -}}
+{{- if and (eq (.Values.worker.engine | default "chat") "agent") (or $oauth.existingSecret $oauth.value) -}}true{{- end -}}
+{{- end -}}
+
+{{/* The Secret and key holding CLAUDE_CODE_OAUTH_TOKEN. */}}
+{{- define "fleetgram.oauthSecret" -}}
+{{- $oauth := (.Values.worker.agent | default dict).oauthToken | default dict -}}
+{{- $oauth.existingSecret | default (printf "%s-claude-code-oauth" (include "fleetgram.fullname" .)) -}}
+{{- end -}}
+{{- define "fleetgram.oauthKey" -}}
+{{- $oauth := (.Values.worker.agent | default dict).oauthToken | default dict -}}
+{{- if $oauth.existingSecret -}}{{ $oauth.existingSecretKey | default "token" }}{{- else -}}token{{- end -}}
+{{- end -}}
+
 {{- define "fleetgram.anthropicSecret" -}}
 {{- .Values.anthropic.apiKey.existingSecret | default (printf "%s-anthropic" (include "fleetgram.fullname" .)) -}}
 {{- end -}}
@@ -90,8 +111,8 @@ helm.sh/chart: {{ printf "%s-%s" .ctx.Chart.Name .ctx.Chart.Version | replace "+
 {{- if gt (int .Values.scaling.minWorkers) (int .Values.scaling.maxWorkers) -}}
 {{- fail "scaling.minWorkers must not exceed scaling.maxWorkers" -}}
 {{- end -}}
-{{- if not (or .Values.anthropic.apiKey.existingSecret .Values.anthropic.apiKey.value) -}}
-{{- fail "anthropic.apiKey: set existingSecret or value" -}}
+{{- if not (or (include "fleetgram.hasApiKey" .) (include "fleetgram.hasOauthToken" .)) -}}
+{{- fail "anthropic.apiKey: set existingSecret or value (or, with worker.engine agent, worker.agent.oauthToken)" -}}
 {{- end -}}
 {{- if not (or .Values.database.url.existingSecret .Values.database.url.value) -}}
 {{- fail "database.url: set existingSecret or value (postgresql://...)" -}}
@@ -123,11 +144,21 @@ helm.sh/chart: {{ printf "%s-%s" .ctx.Chart.Name .ctx.Chart.Version | replace "+
     secretKeyRef:
       name: {{ include "fleetgram.masterTokenSecret" $ }}
       key: {{ include "fleetgram.masterTokenKey" $ }}
+- name: WORKER_ENGINE
+  value: {{ $.Values.worker.engine | default "chat" | quote }}
+{{- if include "fleetgram.hasApiKey" $ }}
 - name: ANTHROPIC_API_KEY
   valueFrom:
     secretKeyRef:
       name: {{ include "fleetgram.anthropicSecret" $ }}
       key: {{ include "fleetgram.anthropicKey" $ }}
+{{- else }}
+- name: CLAUDE_CODE_OAUTH_TOKEN
+  valueFrom:
+    secretKeyRef:
+      name: {{ include "fleetgram.oauthSecret" $ }}
+      key: {{ include "fleetgram.oauthKey" $ }}
+{{- end }}
 {{- with $.Values.anthropic.baseUrl }}
 - name: ANTHROPIC_BASE_URL
   value: {{ . | quote }}

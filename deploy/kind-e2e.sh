@@ -1,14 +1,16 @@
 #!/usr/bin/env bash
 # fleetgram end to end on a throwaway kind cluster: build both images, load them into kind,
-# install the Helm chart (with a throwaway PostgreSQL), queue a BotTask with kubectl and wait
-# for its phase. For people with Docker, kind, kubectl and helm; CI cannot run it (no Docker
+# install the Helm chart from a values file (with a throwaway PostgreSQL), queue a BotTask with
+# kubectl and wait until the API server has accepted it (it exists with the spec sent; with fake
+# tokens no worker can run it, so its .status.phase never comes). With WAIT_PHASE it also waits
+# for that phase (real bots and key). For people with Docker, kind, kubectl and helm; CI cannot run it (no Docker
 # engine there): CI uses the emulated API server instead (docs/kubernetes.md).
 #
 # Usage:
 #   deploy/kind-e2e.sh            # fake tokens: checks install, CRDs, WorkerPool, queueing
 #   deploy/kind-e2e.sh --keep     # keep the cluster afterwards (delete: kind delete cluster --name fleetgram-e2e)
 #
-# With real bots and a real key the task runs to Completed:
+# With real bots and a real key the task runs to Completed (WAIT_PHASE makes the script wait):
 #   MASTER_BOT_TOKEN=... WORKER_TOKENS=tok1,tok2 ALLOWED_USER_ID=12345 ANTHROPIC_API_KEY=sk-ant-... \
 #     WAIT_PHASE=Completed deploy/kind-e2e.sh
 #
@@ -22,11 +24,11 @@
 #   IMAGE_TAG          tag of the images built here               (e2e)
 #   MASTER_BOT_TOKEN   the master bot's token                     (a fake one)
 #   WORKER_TOKENS      comma-separated worker bot tokens          (two fake ones)
-#   ALLOWED_USER_ID    the Telegram user id served                (1)
+#   ALLOWED_USER_ID    the Telegram user id served                (1234567890: ten digits)
 #   ANTHROPIC_API_KEY  the Anthropic key                          (a fake one)
 #   TELEGRAM_API_URL   Bot API base URL                           (https://api.telegram.org)
 #   ANTHROPIC_BASE_URL Messages API base URL                      (empty: Anthropic's)
-#   WAIT_PHASE         BotTask phase(s) to wait for, |-separated  (Pending|Assigned|Running|Completed|Failed)
+#   WAIT_PHASE         also wait for this BotTask phase, |-separated (empty: only acceptance)
 #   TIMEOUT            seconds to wait for each step               (300)
 set -euo pipefail
 
@@ -40,11 +42,11 @@ RELEASE=${RELEASE:-fleetgram}
 IMAGE_TAG=${IMAGE_TAG:-e2e}
 MASTER_BOT_TOKEN=${MASTER_BOT_TOKEN:-100000001:fake-master-token}
 WORKER_TOKENS=${WORKER_TOKENS:-100000002:fake-worker-one,100000003:fake-worker-two}
-ALLOWED_USER_ID=${ALLOWED_USER_ID:-1}
+ALLOWED_USER_ID=${ALLOWED_USER_ID:-1234567890}
 ANTHROPIC_API_KEY=${ANTHROPIC_API_KEY:-sk-ant-fake}
 TELEGRAM_API_URL=${TELEGRAM_API_URL:-https://api.telegram.org}
 ANTHROPIC_BASE_URL=${ANTHROPIC_BASE_URL:-}
-WAIT_PHASE=${WAIT_PHASE:-Pending|Assigned|Running|Completed|Failed}
+WAIT_PHASE=${WAIT_PHASE:-}
 TIMEOUT=${TIMEOUT:-300}
 
 ROOT="$(cd "$(dirname "$0")/.." && pwd)"
@@ -107,25 +109,31 @@ spec:
 YAML
 kubectl -n "$NAMESPACE" rollout status deploy/postgres --timeout="${TIMEOUT}s"
 
-log "helm install $RELEASE"
-worker_args=()
+log "helm install $RELEASE (from a values file, as a platform engineer would)"
+values="$(mktemp -t fleetgram-values.XXXXXX.yaml)"
+trap 'rm -f "$values"; cleanup' EXIT
+yaml_str() { printf "'%s'" "${1//\'/\'\'}"; }   # a single-quoted YAML string
+{
+  echo "image:"
+  echo "  master: {repository: fleetgram-master, tag: $(yaml_str "$IMAGE_TAG")}"
+  echo "  worker: {repository: fleetgram-worker, tag: $(yaml_str "$IMAGE_TAG")}"
+  echo "  pullPolicy: Never"
+  echo "telegram:"
+  echo "  apiUrl: $(yaml_str "$TELEGRAM_API_URL")"
+  echo "  allowedUserIds: [$ALLOWED_USER_ID]"
+  echo "  masterToken: {value: $(yaml_str "$MASTER_BOT_TOKEN")}"
+  echo "anthropic:"
+  echo "  apiKey: {value: $(yaml_str "$ANTHROPIC_API_KEY")}"
+  echo "  baseUrl: $(yaml_str "$ANTHROPIC_BASE_URL")"
+  echo "database:"
+  echo "  url: {value: 'postgresql://fleetgram:fleetgram@postgres:5432/fleetgram'}"
+  echo "workerTokens:"
+  IFS=',' read -r -a tokens <<< "$WORKER_TOKENS"
+  for token in "${tokens[@]}"; do echo "  - {value: $(yaml_str "$token")}"; done
+  echo "scaling: {maxWorkers: ${#tokens[@]}}"
+} > "$values"
 IFS=',' read -r -a tokens <<< "$WORKER_TOKENS"
-for i in "${!tokens[@]}"; do
-  worker_args+=(--set-string "workerTokens[$i].value=${tokens[$i]}")
-done
-helm upgrade --install "$RELEASE" charts/fleetgram \
-  --namespace "$NAMESPACE" \
-  --set image.master.repository=fleetgram-master --set-string image.master.tag="$IMAGE_TAG" \
-  --set image.worker.repository=fleetgram-worker --set-string image.worker.tag="$IMAGE_TAG" \
-  --set image.pullPolicy=Never \
-  --set "telegram.allowedUserIds[0]=$ALLOWED_USER_ID" \
-  --set-string telegram.masterToken.value="$MASTER_BOT_TOKEN" \
-  --set-string telegram.apiUrl="$TELEGRAM_API_URL" \
-  --set-string anthropic.apiKey.value="$ANTHROPIC_API_KEY" \
-  --set-string anthropic.baseUrl="$ANTHROPIC_BASE_URL" \
-  --set-string database.url.value="postgresql://fleetgram:fleetgram@postgres:5432/fleetgram" \
-  --set scaling.maxWorkers="${#tokens[@]}" \
-  "${worker_args[@]}"
+helm upgrade --install "$RELEASE" charts/fleetgram --namespace "$NAMESPACE" -f "$values"
 kubectl -n "$NAMESPACE" rollout status deploy -l app.kubernetes.io/component=operator \
   --timeout="${TIMEOUT}s"
 if [[ $FAKE -eq 0 ]]; then
@@ -151,20 +159,46 @@ if sed -e "s/name: t-7k2qf/name: $name-bad/" -e 's/priority: 3/priority: 11/' \
 fi
 kubectl -n "$NAMESPACE" get bottasks
 
-log "waiting up to ${TIMEOUT}s for $name to reach phase $WAIT_PHASE"
-deadline=$((SECONDS + TIMEOUT))
-phase=""
-while (( SECONDS < deadline )); do
-  phase=$(kubectl -n "$NAMESPACE" get bottask "$name" -o jsonpath='{.status.phase}' 2>/dev/null || true)
-  if [[ -n "$phase" && "|$WAIT_PHASE|" == *"|$phase|"* ]]; then break; fi
-  sleep 3
-done
+# Accepted: the BotTask is stored with the spec sent (userId and chatId, ten digits, intact).
+# That needs no worker, so it holds with fake tokens too.
+wait_for_acceptance() {
+  local deadline=$((SECONDS + TIMEOUT)) got=""
+  while (( SECONDS < deadline )); do
+    got=$(kubectl -n "$NAMESPACE" get bottask "$1" \
+            -o jsonpath='{.metadata.uid} {.spec.userId} {.spec.chatId}' 2>/dev/null || true)
+    if [[ "$got" =~ ^[0-9a-f-]+\ $ALLOWED_USER_ID\ $ALLOWED_USER_ID$ ]]; then return 0; fi
+    sleep 2
+  done
+  echo "FAIL: $1 was not accepted as sent (got '${got:-<nothing>}')" >&2
+  return 1
+}
+
+# With real bots and key: the phase the task must reach (WAIT_PHASE, e.g. Completed).
+wait_for_phase() {
+  local deadline=$((SECONDS + TIMEOUT)) phase=""
+  while (( SECONDS < deadline )); do
+    phase=$(kubectl -n "$NAMESPACE" get bottask "$1" -o jsonpath='{.status.phase}' 2>/dev/null || true)
+    if [[ -n "$phase" && "|$WAIT_PHASE|" == *"|$phase|"* ]]; then
+      log "OK: $1 reached phase $phase"; return 0
+    fi
+    sleep 3
+  done
+  echo "FAIL: $1 is in phase '${phase:-<none>}', wanted $WAIT_PHASE" >&2
+  return 1
+}
+
+log "waiting up to ${TIMEOUT}s for $name to be accepted"
+status=0
+wait_for_acceptance "$name" || status=1
+if [[ $status -eq 0 && -n "$WAIT_PHASE" ]]; then
+  log "waiting up to ${TIMEOUT}s for $name to reach phase $WAIT_PHASE"
+  wait_for_phase "$name" || status=1
+fi
 kubectl -n "$NAMESPACE" get bottasks -o wide
 kubectl -n "$NAMESPACE" get wp
 kubectl -n "$NAMESPACE" get deployments
-if [[ -z "$phase" || "|$WAIT_PHASE|" != *"|$phase|"* ]]; then
-  echo "FAIL: $name is in phase '${phase:-<none>}', wanted $WAIT_PHASE" >&2
+if [[ $status -ne 0 ]]; then
   kubectl -n "$NAMESPACE" logs -l app.kubernetes.io/component=operator --tail=100 || true
   exit 1
 fi
-log "OK: $name reached phase $phase"
+log "OK: $name was accepted"

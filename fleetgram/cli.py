@@ -1,4 +1,4 @@
-"""`fleetgram` command line: up | master | worker | operator | check."""
+"""`fleetgram` command line: up | master | worker | operator | check | uninstall-fleet."""
 
 from __future__ import annotations
 
@@ -49,6 +49,11 @@ def _parser() -> argparse.ArgumentParser:
     relay.add_argument("--listen", default="127.0.0.1:7777", help="host:port to listen on")
     relay.add_argument("--cli", default=None,
                        help="the Claude Code binary (default: the one bundled with the SDK)")
+    from fleetgram import uninstall
+
+    uninstall.add_arguments(sub.add_parser(
+        "uninstall-fleet", help="delete the WorkerPool and wait for its workers to go (the "
+                                "chart's pre-delete hook; needs only the API server)"))
     check = sub.add_parser(
         "check", parents=[env_file],
         help="validate the configuration, reach the database, and exit (0 when all is well)",
@@ -78,10 +83,14 @@ def _hard_exit_later(code: int) -> None:
     timer.start()
 
 
-async def _serve(component: Any) -> None:
-    """Start, run until SIGINT/SIGTERM, stop. A signal during start-up stops it too."""
+async def _serve(component: Any, health: Any = None) -> None:
+    """Start, run until SIGINT/SIGTERM, stop. A signal during start-up stops it too.
+    `health` (fleetgram.health.Health) watches this loop and, once started, the component's
+    checks; it is ready from then until the stop begins."""
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
+    if health is not None:
+        health.attach(loop)
 
     def request_stop() -> None:
         if not stop.is_set():
@@ -101,9 +110,14 @@ async def _serve(component: Any) -> None:
         return
     stopping.cancel()
     starting.result()  # a failed start raises here (it has already stopped what it started)
+    if health is not None:
+        health.add_checks(component.health_checks())
+        health.set_ready(True)
     try:
         await stop.wait()
     finally:
+        if health is not None:
+            health.set_ready(False)
         await component.stop()
 
 
@@ -112,11 +126,11 @@ def _one_line(exc: BaseException, secrets: tuple[str, ...]) -> str:
     return logs.redact(f"{type(exc).__name__}: {text[0] if text else ''}", secrets)
 
 
-def _run(component: Any, secrets: tuple[str, ...]) -> int:
+def _run(component: Any, secrets: tuple[str, ...], health: Any = None) -> int:
     from fleetgram.checks import StartupError
 
     try:
-        asyncio.run(_serve(component))
+        asyncio.run(_serve(component, health))
     except KeyboardInterrupt:
         return 0
     except StartupError as exc:
@@ -165,18 +179,27 @@ def _secrets(settings: Settings) -> tuple[str, ...]:
                              settings.worker_token or "", *settings.worker_token_pool) if s)
 
 
+def needs(command: str) -> dict[str, bool]:
+    """What a command requires of the configuration (load_settings' need_* flags). Only the
+    workers call Claude (`check --online` tests the key too): the master and the operator
+    start without ANTHROPIC_API_KEY, and the operator without any bot token."""
+    return {"need_master": command in ("up", "master", "check"),
+            "need_workers": command in ("up", "worker", "check"),
+            "need_claude": command in ("up", "worker", "check")}
+
+
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     if args.command == "agent-relay":  # no settings: this container holds no secrets
         return _agent_relay(args.listen, args.cli)
-    need_master = args.command in ("up", "master", "check")
-    need_workers = args.command in ("up", "worker", "check")
+    if args.command == "uninstall-fleet":  # no settings: only the API server
+        from fleetgram import uninstall
+
+        return uninstall.main(args)
     explicit = args.env_file is not None
     try:
         env = read_env(Path(args.env_file or DEFAULT_ENV_FILE), required=explicit)
-        settings: Settings = load_settings(
-            env, need_master=need_master, need_workers=need_workers
-        )
+        settings: Settings = load_settings(env, **needs(args.command))
     except ConfigError as exc:
         return _configuration_errors(exc)
     secrets = _secrets(settings)
@@ -211,7 +234,24 @@ def main(argv: list[str] | None = None) -> int:
         log.debug("building the fleet failed", exc_info=exc)
         print(f"fleetgram: cannot start: {_one_line(exc, secrets)}", file=sys.stderr)
         return 1
-    return _run(component, secrets)
+    return _run(component, secrets, _health(settings.health_port))
+
+
+def _health(port: int) -> Any:
+    """The /healthz and /readyz server on HEALTH_PORT (None when 0). A port that cannot be
+    had is reported and the component runs without it (its probes then fail, visibly)."""
+    if not port:
+        return None
+    from fleetgram.health import Health
+
+    health = Health()
+    try:
+        health.serve(port)
+    except OSError as exc:
+        log.warning("HEALTH_PORT: cannot listen on port %s (%s); /healthz and /readyz are off",
+                    port, exc.strerror or type(exc).__name__)
+        return None
+    return health
 
 
 def _agent_relay(address: str, cli: str | None) -> int:

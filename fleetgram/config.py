@@ -111,6 +111,8 @@ class Settings:
     mode: Mode = Mode.SINGLE
     namespace: str = "default"
     metrics_port: int = 0
+    # GET /healthz and /readyz (fleetgram.health); 0 turns the endpoint off.
+    health_port: int = 8081
     log_level: str = "INFO"
     worker_token: str | None = None  # cluster mode: the one token of this worker's Secret
     pool_name: str = "fleetgram"  # cluster mode: the WorkerPool this process belongs to
@@ -247,8 +249,14 @@ def load_settings(
     dotenv: Path | None = Path(".env"),
     need_master: bool = True,
     need_workers: bool = True,
+    need_claude: bool = True,
 ) -> Settings:
     """Build Settings from `env` (default: os.environ, with `.env` filling gaps).
+
+    Each component requires only what it uses: `need_master` the master's token,
+    `need_workers` worker tokens, `need_claude` ANTHROPIC_API_KEY (or, in agent mode,
+    CLAUDE_CODE_OAUTH_TOKEN). The Kubernetes operator needs none of them, the master
+    no Claude credentials.
 
     Raises ConfigErrors holding every error found, each naming its setting."""
     if env is None:
@@ -288,6 +296,8 @@ def load_settings(
     oauth = env.get("CLAUDE_CODE_OAUTH_TOKEN", "").strip() or None
     if engine == EngineKind.AGENT and oauth and not env.get("ANTHROPIC_API_KEY", "").strip():
         api_key = ""  # Claude Code on a subscription: the CLI authenticates with the token
+    elif not need_claude:  # the master and the operator never call Claude
+        api_key = env.get("ANTHROPIC_API_KEY", "").strip()
     else:
         api_key = c.get(lambda: _required(
             env, "ANTHROPIC_API_KEY",
@@ -372,6 +382,8 @@ def load_settings(
         stopped_worker_poll=c.get(
             lambda: _float(env, "STOPPED_WORKER_POLL", 5.0, minimum=0.05), 5.0),
         metrics_port=c.get(lambda: _int(env, "METRICS_PORT", 0, minimum=0, maximum=65535), 0),
+        health_port=c.get(
+            lambda: _int(env, "HEALTH_PORT", 8081, minimum=0, maximum=65535), 8081),
     )
     if c.errors:
         raise ConfigErrors(c.errors)

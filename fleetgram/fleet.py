@@ -10,6 +10,7 @@ from fleetgram.aio import bounded, wait_ended
 from fleetgram.checks import TELEGRAM_TIMEOUT, StartupError, open_store_within, telegram_failure
 from fleetgram.claude.runner import ClaudeRunner, make_client
 from fleetgram.config import Mode, Settings
+from fleetgram.health import Check, polling
 from fleetgram.housekeeping import Housekeeper
 from fleetgram.master.bot import MasterBot
 from fleetgram.orchestrator import Orchestrator
@@ -121,6 +122,25 @@ class Fleet:
             await self.stop()
             raise
 
+    def health_checks(self) -> dict[str, Check]:
+        """What /healthz checks besides the event loop: the master's Telegram polling, the
+        orchestrator's loop, and each in-process worker's polling (those running now)."""
+        checks: dict[str, Check] = {"master": polling(self.master.app)}
+        if self._loop is not None:
+            loop = self._loop
+            checks["orchestrator"] = lambda: "stopped" if loop.done() else None
+        workers = getattr(self.runtime, "workers", None)
+        if workers is not None:
+            def each_worker() -> str | None:
+                for slot, bot in list(workers.items()):
+                    reason = polling(bot.app)()
+                    if reason:
+                        return f"{slot}: {reason}"
+                return None
+
+            checks["workers"] = each_worker
+        return checks
+
     async def stop(self) -> None:
         """Stop in dependency order, each step bounded: the orchestrator first (it must not
         start workers meanwhile), then the workers (a task cut short still writes its
@@ -175,6 +195,10 @@ class WorkerOnly:
         except BaseException:
             await self.stop()
             raise
+
+    def health_checks(self) -> dict[str, Check]:
+        """What /healthz checks besides the event loop: this worker's Telegram polling."""
+        return {self.bot.slot: polling(self.bot.app)}
 
     async def stop(self) -> None:
         budget = _Budget(STOP_BUDGET)

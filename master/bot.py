@@ -32,7 +32,6 @@ from telegram.ext import (
     TypeHandler,
     filters,
 )
-from telegram.request import HTTPXRequest
 
 from fleetgram.aio import wait_ended
 from fleetgram.config import EngineKind, Settings
@@ -70,7 +69,13 @@ from fleetgram.parsing import (
 )
 from fleetgram.policy import worker_state
 from fleetgram.store.base import CancelOutcome, Store, UnstorableText
-from fleetgram.telegram.app import build_application, install_allowlist, start_polling, stop_polling
+from fleetgram.telegram.app import (
+    CountingRequest,
+    build_application,
+    install_allowlist,
+    start_polling,
+    stop_polling,
+)
 from fleetgram.telegram.delivery import MAX_AMBIGUOUS_SENDS, Action, decide
 from fleetgram.telegram.files import (
     EMPTY_PROMPT,
@@ -132,7 +137,7 @@ class MasterBot:
             settings.master_bot_token,
             base_url=settings.telegram_base_url,
             base_file_url=settings.telegram_file_url,
-            request=HTTPXRequest(connection_pool_size=16, read_timeout=10.0, pool_timeout=5.0),
+            request=CountingRequest(connection_pool_size=16, read_timeout=10.0, pool_timeout=5.0),
         )
         self.outbox = Outbox(
             store, self.sender, self._compose, self._route,

@@ -1,18 +1,29 @@
-"""The thin executor: read a pool's snapshot, `plan` it, apply the plan through the API.
+"""The thin executor: take a pool's snapshot, `plan` it, apply the plan through the API.
+
+Where the snapshot comes from is a `Source`: `ListingSource` lists the objects afresh (one-off
+rounds, tests); in the operator, `IndexSource` reads kopf's in-memory indexes, which its
+watches keep current, so a round that changes nothing makes no API request at all.
+`Reconciler.serve` is a pool's loop in the operator: a round when a watch event pokes it, when
+a deadline of the plan comes (`reconcile.next_deadline`: a Lease going stale, a quiet period
+ending...) or, as a safety net, every `config.interval` seconds. After a round that wrote, the
+next waits (up to `config.settle_timeout`) until the watches have brought those writes back,
+so it never plans from a view older than its own writes.
 
 Every write that could race another actor (a worker, the master, a second operator replica)
 carries a precondition; a 409 skips that one action for this round and the next round decides
-again from fresh reads. Nothing here decides anything the plan did not.
+again. Nothing here decides anything the plan did not.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
-from collections.abc import Callable, Mapping
+import time
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any
+from typing import Any, Protocol
 
 from fleetgram import metrics
 from fleetgram.domain import utcnow
@@ -45,6 +56,7 @@ from fleetgram.operator.reconcile import (
     OperatorConfig,
     Plan,
     Requeue,
+    next_deadline,
     plan,
 )
 from fleetgram.operator.wakeup import PoolWakeup
@@ -65,6 +77,203 @@ class Snapshot:
     claim_unlabelled: bool
 
 
+BATCH_WINDOW = 0.02  # after a poke: the rest of a burst of watch events joins the round
+DEADLINE_MARGIN = 0.05  # past a deadline, so that the plan sees it passed
+MIN_PAUSE = 0.05
+
+
+class Source(Protocol):
+    """Where a round's snapshot comes from."""
+
+    async def snapshot(self, namespace: str, name: str, default_pool: str) -> Snapshot | None:
+        ...
+
+    def before_write(self, plural: str, namespace: str, name: str) -> str | None: ...
+
+    def wrote(self, plural: str, namespace: str, name: str, before: str | None,
+              after: str | None) -> None: ...
+
+    def caught_up(self, namespace: str) -> bool: ...
+
+
+def claims_unlabelled(name: str, default_pool: str, pools_in_namespace: int) -> bool:
+    """Whether this pool takes the BotTasks without a pool label."""
+    return name == default_pool or pools_in_namespace == 1
+
+
+class ListingSource:
+    """Fresh lists of everything, each round (one-off rounds and tests)."""
+
+    def __init__(self, api: KubeApi) -> None:
+        self.api = api
+
+    async def snapshot(self, namespace: str, name: str, default_pool: str) -> Snapshot | None:
+        pools = await self.api.list(workerpools_path(namespace))
+        pool = next((p for p in pools if p["metadata"]["name"] == name), None)
+        if pool is None or pool["metadata"].get("deletionTimestamp"):
+            return None  # gone or going: its Deployments go with it (owner references)
+        tasks, deployments, leases = await asyncio.gather(
+            self.api.list(bottasks_path(namespace)),
+            self.api.list(deployments_path(namespace), label_selector=f"{LABEL_POOL}={name}"),
+            self.api.list(leases_path(namespace)),
+        )
+        return Snapshot(pool, tasks, deployments, leases,
+                        claims_unlabelled(name, default_pool, len(pools)))
+
+    def before_write(self, plural: str, namespace: str, name: str) -> str | None:
+        return None
+
+    def wrote(self, plural: str, namespace: str, name: str, before: str | None,
+              after: str | None) -> None:
+        return None
+
+    def caught_up(self, namespace: str) -> bool:
+        return True
+
+
+ABSENT = ""  # the "resourceVersion" of an object the view does not hold
+
+
+class IndexSource:
+    """The operator's view: kopf's in-memory indexes of WorkerPools, BotTasks, Deployments and
+    Leases (see `handlers.py`: each holds whole objects under (namespace, name)), kept current
+    by kopf's watches. `attach` hands them over (kopf gives them to handlers only).
+
+    It also remembers this operator's own writes until the watches have brought them back
+    (`caught_up`): a round planned before that would act on objects it has just changed."""
+
+    PLURALS = ("workerpools", "bottasks", "deployments", "leases")
+
+    def __init__(self) -> None:
+        self.indexes: dict[str, Mapping[Any, Iterable[JsonDict]]] = {}
+        # (plural, namespace, name) -> (versions the view must move past, the last written)
+        self._pending: dict[tuple[str, str, str], tuple[set[str], str | None]] = {}
+
+    def attach(self, **indexes: Mapping[Any, Iterable[JsonDict]]) -> None:
+        self.indexes.update(indexes)
+
+    def objects(self, plural: str, namespace: str) -> list[JsonDict]:
+        index = self.indexes.get(plural) or {}
+        return [obj for (ns, _), store in list(index.items()) if ns == namespace
+                for obj in store]
+
+    def get(self, plural: str, namespace: str, name: str) -> JsonDict | None:
+        store = (self.indexes.get(plural) or {}).get((namespace, name))
+        return next(iter(store), None) if store is not None else None
+
+    def version(self, plural: str, namespace: str, name: str) -> str:
+        obj = self.get(plural, namespace, name)
+        return ABSENT if obj is None else str(obj["metadata"].get("resourceVersion", ""))
+
+    async def snapshot(self, namespace: str, name: str, default_pool: str) -> Snapshot | None:
+        pools = self.objects("workerpools", namespace)
+        pool = next((p for p in pools if p["metadata"]["name"] == name), None)
+        if pool is None or pool["metadata"].get("deletionTimestamp"):
+            return None
+        deployments = [d for d in self.objects("deployments", namespace)
+                       if (d["metadata"].get("labels") or {}).get(LABEL_POOL) == name]
+        return Snapshot(pool, self.objects("bottasks", namespace), deployments,
+                        self.objects("leases", namespace),
+                        claims_unlabelled(name, default_pool, len(pools)))
+
+    def before_write(self, plural: str, namespace: str, name: str) -> str | None:
+        if plural not in self.PLURALS:
+            return None
+        return self.version(plural, namespace, name)
+
+    def wrote(self, plural: str, namespace: str, name: str, before: str | None,
+              after: str | None) -> None:
+        if before is None:
+            return  # not a watched kind
+        key = (plural, namespace, name)
+        stale, last = self._pending.get(key, (set(), None))
+        stale = stale | {before} | ({last} if last is not None else set())
+        self._pending[key] = (stale, after)
+
+    def caught_up(self, namespace: str) -> bool:
+        for key in [k for k in self._pending if k[1] == namespace]:
+            stale, last = self._pending[key]
+            now = self.version(*key)
+            if (last is not None and now == last) or now not in stale:
+                del self._pending[key]
+        return not any(k[1] == namespace for k in self._pending)
+
+
+class TrackedApi:
+    """The KubeApi the executor writes through: each successful write is told to the source
+    (with the version its view held before), so that the next round waits for its echo."""
+
+    def __init__(self, api: KubeApi, source: Source) -> None:
+        self.api = api
+        self.source = source
+
+    @staticmethod
+    def _key(path: str, body: Mapping[str, Any] | None = None) -> tuple[str, str, str] | None:
+        parts = path.strip("/").split("/")
+        if "namespaces" not in parts:
+            return None
+        i = parts.index("namespaces")
+        rest = parts[i + 1:]
+        if len(rest) < 2:
+            return None
+        name = rest[2] if len(rest) > 2 else str(((body or {}).get("metadata") or {}).get(
+            "name", ""))
+        return (rest[1], rest[0], name) if name else None
+
+    async def _write(self, key: tuple[str, str, str] | None, call: Any) -> Any:
+        before = self.source.before_write(*key) if key else None
+        result = await call
+        if key is not None:
+            after = (result.get("metadata") or {}).get("resourceVersion") if isinstance(
+                result, dict) else None
+            self.source.wrote(*key, before, str(after) if after is not None else None)
+        return result
+
+    async def list(self, path: str, *, label_selector: str | None = None) -> list[JsonDict]:
+        return await self.api.list(path, label_selector=label_selector)
+
+    async def get(self, path: str) -> JsonDict:
+        return await self.api.get(path)
+
+    async def create(self, path: str, body: Mapping[str, Any]) -> JsonDict:
+        result: JsonDict = await self._write(self._key(path, body), self.api.create(path, body))
+        return result
+
+    async def merge_patch(self, path: str, patch: Mapping[str, Any]) -> JsonDict:
+        result: JsonDict = await self._write(self._key(path), self.api.merge_patch(path, patch))
+        return result
+
+    async def replace(self, path: str, body: Mapping[str, Any]) -> JsonDict:
+        result: JsonDict = await self._write(self._key(path), self.api.replace(path, body))
+        return result
+
+    async def delete(self, path: str, *, preconditions: Mapping[str, str] | None = None,
+                     propagation: str = "Background") -> None:
+        await self._write(self._key(path), self.api.delete(
+            path, preconditions=preconditions, propagation=propagation))
+
+
+def status_written(pool: Mapping[str, Any], status: Mapping[str, Any]) -> bool:
+    """Whether the pool's status already says all this (then it is not written again)."""
+    current = pool.get("status") or {}
+    return all(current.get(key) == value for key, value in status.items())
+
+
+def applied(the_plan: Plan, out: Outcome) -> bool:
+    """Whether the round's scaling decision happened: its Deployment created (start) or
+    deleted (stop). A create refused (missing Secret, pool gone, already there) or a delete
+    that lost a race is no scaling event."""
+    decision = the_plan.decision
+    if decision.action == ScaleAction.NONE or decision.slot is None:
+        return False
+    if decision.action == ScaleAction.START:
+        names = {c.manifest["metadata"]["name"] for c in the_plan.creates
+                 if c.slot == decision.slot}
+        return bool(names & set(out.created))
+    names = {d.name for d in the_plan.deletes if d.slot == decision.slot}
+    return bool(names & set(out.deleted))
+
+
 @dataclass
 class Outcome:
     """What a round actually did (for logs and tests)."""
@@ -83,8 +292,8 @@ class Outcome:
 
 
 class Reconciler:
-    """Reconciles WorkerPools: one round at a time per pool (timer and change handlers share
-    a lock), each round from fresh reads."""
+    """Reconciles WorkerPools: one round at a time per pool (a lock per pool), each from its
+    source's snapshot (fresh lists by default; kopf's indexes in the operator)."""
 
     def __init__(
         self,
@@ -95,8 +304,11 @@ class Reconciler:
         clock: Callable[[], datetime] = utcnow,
         notify: NotifyFn | None = None,
         wakeup: PoolWakeup | None = None,
+        source: Source | None = None,
     ) -> None:
-        self.api = api
+        self.source: Source = source or ListingSource(api)
+        self._tracked = TrackedApi(api, self.source)
+        self.api: KubeApi = self._tracked
         self.wakeup = wakeup
         self.outbox: Outbox = outbox or NullOutbox()
         self.config = config or OperatorConfig()
@@ -104,6 +316,8 @@ class Reconciler:
         self.notify = notify
         self.memories: dict[tuple[str, str], Memory] = {}
         self._locks: dict[tuple[str, str], asyncio.Lock] = {}
+        self._wakes: dict[tuple[str, str], asyncio.Event] = {}
+        self._deadlines: dict[tuple[str, str], datetime | None] = {}
 
     async def close(self) -> None:
         close = getattr(self.outbox, "close", None)
@@ -112,25 +326,28 @@ class Reconciler:
         if self.wakeup is not None:
             await self.wakeup.close()
 
+    def use(self, source: Source) -> None:
+        """Plan from this source from now on (the operator's IndexSource)."""
+        self.source = source
+        self._tracked.source = source
+
     def memory(self, namespace: str, name: str) -> Memory:
         return self.memories.setdefault((namespace, name), Memory())
 
     def forget(self, namespace: str, name: str) -> None:
         self.memories.pop((namespace, name), None)
         self._locks.pop((namespace, name), None)
+        self._deadlines.pop((namespace, name), None)
 
     async def snapshot(self, namespace: str, name: str) -> Snapshot | None:
-        pools = await self.api.list(workerpools_path(namespace))
-        pool = next((p for p in pools if p["metadata"]["name"] == name), None)
-        if pool is None or pool["metadata"].get("deletionTimestamp"):
-            return None  # gone or going: its Deployments go with it (owner references)
-        tasks, deployments, leases = await asyncio.gather(
-            self.api.list(bottasks_path(namespace)),
-            self.api.list(deployments_path(namespace), label_selector=f"{LABEL_POOL}={name}"),
-            self.api.list(leases_path(namespace)),
-        )
-        claim = name == self.config.default_pool or len(pools) == 1
-        return Snapshot(pool, tasks, deployments, leases, claim)
+        return await self.source.snapshot(namespace, name, self.config.default_pool)
+
+    def poke(self, namespace: str | None = None) -> None:
+        """Something changed (a watch event): the pools of that namespace (all when None)
+        start a round soon."""
+        for (ns, _), wake in self._wakes.items():
+            if namespace is None or ns == namespace:
+                wake.set()
 
     async def reconcile(self, namespace: str, name: str) -> Outcome | None:
         lock = self._locks.setdefault((namespace, name), asyncio.Lock())
@@ -141,10 +358,6 @@ class Reconciler:
             memory = self.memory(namespace, name)
             the_plan = plan(snap.pool, snap.tasks, snap.deployments, snap.leases, self.clock(),
                             memory, self.config, claim_unlabelled=snap.claim_unlabelled)
-            # The operator sees the whole fleet: it feeds the fleet gauges Grafana shows.
-            metrics.observe_fleet(the_plan.states, the_plan.pending)
-            if the_plan.last_scale:
-                metrics.SCALE_EVENTS.labels(str(the_plan.last_scale.get("action"))).inc()
             out = await self.execute(the_plan, snap.pool, memory)
             if self.wakeup is not None and self.wakeup.due(namespace, name):
                 # Under the pool's lock: no round starts a worker while its chat is peeked at.
@@ -153,7 +366,68 @@ class Reconciler:
                         namespace, snap.pool, the_plan.states, snap.deployments)
                 except Exception:
                     log.exception("checking stopped workers' chats failed")
+                if memory.wanted:
+                    self.poke(namespace)  # the next round starts them
+            self._deadlines[(namespace, name)] = next_deadline(
+                snap.pool, snap.tasks, snap.deployments, snap.leases, self.clock(), memory,
+                self.config, claim_unlabelled=snap.claim_unlabelled)
             return out
+
+    def pause(self, namespace: str, name: str) -> float:
+        """Seconds until the pool's next timed round: its plan's next deadline, the wake-up
+        watcher's next look, or the safety net, whichever comes first."""
+        pause = self.config.interval
+        deadline = self._deadlines.get((namespace, name))
+        if deadline is not None:
+            pause = min(pause, (deadline - self.clock()).total_seconds() + DEADLINE_MARGIN)
+        if self.wakeup is not None:
+            pause = min(pause, self.wakeup.until_due(namespace, name))
+        return max(pause, MIN_PAUSE)
+
+    async def serve(self, namespace: str, name: str,
+                    stopped: Callable[[], bool] = lambda: False) -> None:
+        """A pool's rounds for as long as the operator serves it (a kopf daemon's body): one
+        at once, then one per poke, deadline or safety-net interval; never raises."""
+        wake = self._wakes.setdefault((namespace, name), asyncio.Event())
+        try:
+            while not stopped():
+                wake.clear()
+                await self._round_of(namespace, name)
+                await self._sleep(wake, self.pause(namespace, name))
+                if stopped():
+                    break
+                await self._settle(wake, namespace, name, stopped)
+                await asyncio.sleep(BATCH_WINDOW)  # a burst of events makes one round
+        finally:
+            self._wakes.pop((namespace, name), None)
+
+    async def _round_of(self, namespace: str, name: str) -> Outcome | None:
+        try:
+            outcome = await self.reconcile(namespace, name)
+        except Exception:  # the next round retries
+            log.exception("reconciliation failed", extra={"pool": name, "namespace": namespace})
+            return None
+        if outcome is not None and (outcome.assigned or outcome.created or outcome.deleted
+                                    or outcome.requeued or outcome.errors):
+            log.info("reconciled", extra={
+                "pool": name, "assigned": outcome.assigned, "requeued": outcome.requeued,
+                "started": outcome.created, "stopped": outcome.deleted,
+                "errors": outcome.errors})
+        return outcome
+
+    @staticmethod
+    async def _sleep(wake: asyncio.Event, seconds: float) -> None:
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(wake.wait(), seconds)
+
+    async def _settle(self, wake: asyncio.Event, namespace: str, name: str,
+                      stopped: Callable[[], bool]) -> None:
+        """Until the view shows this operator's own writes (or `settle_timeout` passed)."""
+        limit = time.monotonic() + self.config.settle_timeout
+        while (not self.source.caught_up(namespace) and time.monotonic() < limit
+               and not stopped()):
+            wake.clear()
+            await self._sleep(wake, min(0.2, max(0.0, limit - time.monotonic())))
 
     # ----------------------------------------------------------------------------------------
     async def execute(self, the_plan: Plan, pool: Mapping[str, Any], memory: Memory) -> Outcome:
@@ -209,17 +483,18 @@ class Reconciler:
                 pass
             except KubeError as exc:
                 self._note(out, f"collect {collect.task}", exc)
-        try:
-            await self.api.merge_patch(workerpools_path(ns, the_plan.pool, "status"),
-                                       the_plan.status_patch())
-        except KubeError as exc:
-            self._note(out, "pool status", exc)
+        if not status_written(pool, the_plan.status):
+            try:
+                await self.api.merge_patch(workerpools_path(ns, the_plan.pool, "status"),
+                                           the_plan.status_patch())
+            except KubeError as exc:
+                self._note(out, "pool status", exc)
         memory.quiet_since = the_plan.quiet_since
         memory.orphans_seen = the_plan.orphans_seen
         memory.wanted -= {c.slot for c in the_plan.creates}  # started: no longer waiting
         if the_plan.last_scale is not None:
             memory.last_scale = the_plan.last_scale
-        if the_plan.decision.action != ScaleAction.NONE and (out.created or out.deleted):
+        if applied(the_plan, out):
             metrics.SCALE_EVENTS.labels(the_plan.decision.action.value).inc()
         metrics.observe_fleet(the_plan.states, the_plan.pending)
         if self.notify is not None:
@@ -291,6 +566,8 @@ class Reconciler:
             return
         out.created.append(c.manifest["metadata"]["name"])
         log.info("worker started", extra={"worker": c.slot, "reason": c.reason})
+        if self.wakeup is not None:
+            self.wakeup.forget_token(ns, c.secret[0])  # read afresh once it stops again
 
     async def _ensure_claim(self, ns: str, pool: Mapping[str, Any], slot: str,
                             out: Outcome) -> None:

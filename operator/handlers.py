@@ -1,28 +1,41 @@
-"""The kopf handlers: thin, each one only asks the Reconciler for a round of the pool.
+"""The kopf handlers: they keep the operator's view of the fleet current and poke the pools.
 
 `register(registry, reconciler)` puts them into a registry (the default one, or a fresh
 `kopf.OperatorRegistry()` for an embedded or tested operator):
 
-- a timer on every WorkerPool (every `config.interval` seconds): the steady reconciliation;
-- create / update / resume of a WorkerPool: a round at once, without waiting for the timer;
-- the login (the kubernetes client's own: in-cluster, else kubeconfig) and start-up settings.
-
-Timer and change handlers share the Reconciler's per-pool lock, so rounds never overlap.
+- four in-memory indexes (`kopf.index`), fed by kopf's watches: `fleet_workerpools`,
+  `fleet_bottasks`, `fleet_deployments` (the worker Deployments: those with a pool label) and
+  `fleet_leases`, each holding whole objects under (namespace, name). kopf fills them from its
+  initial listing before any other handler runs, and from watch events after that; the
+  Reconciler's `IndexSource` plans from them, so no round lists anything;
+- an event handler per kind (`kopf.on.event`): any change of a pool, a task, a worker
+  Deployment or a Lease pokes the pools of its namespace, whose next round starts at once;
+- a daemon per WorkerPool (`Reconciler.serve`): a round when poked, when the plan's next
+  deadline comes (a Lease going stale, a quiet period ending...), and every
+  `config.interval` seconds as a safety net; one round at a time per pool;
+- the login (the kubernetes client's own: in-cluster, else kubeconfig), start-up settings and
+  cleanup.
 """
 
 from __future__ import annotations
 
+import asyncio
+import copy
 import logging
 from collections.abc import Mapping
 from typing import Any, cast
 
 import kopf
 
-from fleetgram.kube.objects import GROUP, VERSION, WORKERPOOLS
-from fleetgram.operator.executor import Outcome, Reconciler
+from fleetgram.kube.objects import BOTTASKS, GROUP, LABEL_POOL, VERSION, WORKERPOOLS
+from fleetgram.operator.executor import IndexSource, Reconciler
 from fleetgram.operator.reconcile import Notice
 
 log = logging.getLogger(__name__)
+
+LEASES = ("coordination.k8s.io", "v1", "leases")
+DEPLOYMENTS = ("apps", "v1", "deployments")
+WORKERS_ONLY = {LABEL_POOL: kopf.PRESENT}  # worker Deployments carry their pool's label
 
 
 def post_notice(pool: Mapping[str, Any], notice: Notice) -> None:
@@ -34,8 +47,16 @@ def post_notice(pool: Mapping[str, Any], notice: Notice) -> None:
         kopf.info(body, reason=notice.reason, message=notice.message)
 
 
-def register(registry: kopf.OperatorRegistry, reconciler: Reconciler) -> None:
-    interval = reconciler.config.interval
+def whole(namespace: str | None, name: str, body: kopf.Body) -> dict[Any, Any]:
+    """An index entry: the object as the API sent it, under (namespace, name)."""
+    return {(namespace or "default", name): copy.deepcopy(dict(body))}
+
+
+def register(registry: kopf.OperatorRegistry, reconciler: Reconciler) -> IndexSource:
+    """The handlers into `registry`; the reconciler's rounds plan from the indexes (its source
+    becomes the returned IndexSource)."""
+    view = IndexSource()
+    reconciler.use(view)
 
     @kopf.on.login(registry=registry)
     def login(**kwargs: Any) -> kopf.ConnectionInfo | None:
@@ -44,9 +65,9 @@ def register(registry: kopf.OperatorRegistry, reconciler: Reconciler) -> None:
     @kopf.on.startup(registry=registry)
     def configure(settings: kopf.OperatorSettings, **_: Any) -> None:
         # Only the explicit notices become Events (scaling, restarts): never the handlers' own
-        # log lines, or a timer every second would flood them.
+        # log lines (one per watch event).
         settings.posting.loggers = False
-        # The timer needs a finalizer on each pool (kopf stops it before the pool goes).
+        # The daemon needs a finalizer on each pool (kopf stops it before the pool goes).
         settings.persistence.finalizer = f"{GROUP}/operator"
         settings.persistence.diffbase_storage = kopf.AnnotationsDiffBaseStorage(
             prefix=GROUP, key="last-handled-configuration")
@@ -56,35 +77,64 @@ def register(registry: kopf.OperatorRegistry, reconciler: Reconciler) -> None:
     async def cleanup(**_: Any) -> None:
         await reconciler.close()
 
-    async def round_of(name: str, namespace: str | None) -> Outcome | None:
-        """One round; never raises (kopf would back the timer off for its `backoff`)."""
+    # -- the view
+    @kopf.index(GROUP, VERSION, WORKERPOOLS, registry=registry, id="fleet_workerpools")
+    def fleet_workerpools(namespace: str | None, name: str, body: kopf.Body,
+                          **_: Any) -> dict[Any, Any]:
+        return whole(namespace, name, body)
+
+    @kopf.index(GROUP, VERSION, BOTTASKS, registry=registry, id="fleet_bottasks")
+    def fleet_bottasks(namespace: str | None, name: str, body: kopf.Body,
+                       **_: Any) -> dict[Any, Any]:
+        return whole(namespace, name, body)
+
+    @kopf.index(*DEPLOYMENTS, labels=WORKERS_ONLY, registry=registry, id="fleet_deployments")
+    def fleet_deployments(namespace: str | None, name: str, body: kopf.Body,
+                          **_: Any) -> dict[Any, Any]:
+        return whole(namespace, name, body)
+
+    @kopf.index(*LEASES, registry=registry, id="fleet_leases")
+    def fleet_leases(namespace: str | None, name: str, body: kopf.Body,
+                     **_: Any) -> dict[Any, Any]:
+        return whole(namespace, name, body)
+
+    def attach(kwargs: Mapping[str, Any]) -> None:
+        view.attach(workerpools=kwargs["fleet_workerpools"], bottasks=kwargs["fleet_bottasks"],
+                    deployments=kwargs["fleet_deployments"], leases=kwargs["fleet_leases"])
+
+    # -- what pokes a round
+    @kopf.on.event(GROUP, VERSION, WORKERPOOLS, registry=registry, id="pool-changed")
+    @kopf.on.event(GROUP, VERSION, BOTTASKS, registry=registry, id="task-changed")
+    @kopf.on.event(*DEPLOYMENTS, labels=WORKERS_ONLY, registry=registry, id="worker-changed")
+    @kopf.on.event(*LEASES, registry=registry, id="lease-changed")
+    async def changed(namespace: str | None, **kwargs: Any) -> None:
+        attach(kwargs)
+        reconciler.poke(namespace or "default")
+
+    # -- the rounds
+    # Stopped (the pool is going, or the operator): it leaves after the round under way; kopf
+    # cancels it if that takes longer than the backoff.
+    @kopf.daemon(GROUP, VERSION, WORKERPOOLS, registry=registry, id="reconcile",
+                 cancellation_backoff=2.0, cancellation_timeout=5.0)
+    async def rounds(name: str, namespace: str | None, stopped: kopf.DaemonStopped,
+                     **kwargs: Any) -> None:
+        attach(kwargs)
         ns = namespace or "default"
+
+        async def wake_when_stopped() -> None:
+            await stopped.wait()
+            reconciler.poke(ns)
+
+        waker = asyncio.create_task(wake_when_stopped())
         try:
-            outcome = await reconciler.reconcile(ns, name)
-            if outcome is not None and (outcome.assigned or outcome.created or outcome.deleted
-                                        or outcome.requeued or outcome.errors):
-                log.info("reconciled", extra={
-                    "pool": name, "assigned": outcome.assigned, "requeued": outcome.requeued,
-                    "started": outcome.created, "stopped": outcome.deleted,
-                    "errors": outcome.errors})
-            return outcome
-        except Exception:  # the next round retries
-            log.exception("reconciliation failed", extra={"pool": name, "namespace": ns})
-            return None
-
-    @kopf.timer(GROUP, VERSION, WORKERPOOLS, interval=interval, registry=registry,
-                id="reconcile", backoff=max(interval, 1.0))
-    async def tick(name: str, namespace: str | None, **_: Any) -> None:
-        await round_of(name, namespace)
-
-    @kopf.on.resume(GROUP, VERSION, WORKERPOOLS, registry=registry, id="resumed")
-    @kopf.on.create(GROUP, VERSION, WORKERPOOLS, registry=registry, id="created")
-    @kopf.on.update(GROUP, VERSION, WORKERPOOLS, field="spec", registry=registry, id="changed")
-    async def changed(name: str, namespace: str | None, **_: Any) -> None:
-        await round_of(name, namespace)
+            await reconciler.serve(ns, name, lambda: bool(stopped))
+        finally:
+            waker.cancel()
 
     @kopf.on.delete(GROUP, VERSION, WORKERPOOLS, registry=registry, id="deleted",
                     optional=True)
     def deleted(name: str, namespace: str | None, **_: Any) -> None:
         # The worker Deployments are owned by the pool: the garbage collector removes them.
         reconciler.forget(namespace or "default", name)
+
+    return view

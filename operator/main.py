@@ -2,9 +2,14 @@
 
     fleetgram operator     # FLEETGRAM_NAMESPACE (default "default"); in-cluster or kubeconfig
 
-It watches the WorkerPools of its namespace and, every OPERATOR_INTERVAL seconds (default 1),
-reconciles each (see fleetgram.operator.reconcile). Requeue and failure announcements go to
+It watches the WorkerPools, BotTasks, worker Deployments and Leases of its namespace into
+in-memory indexes and reconciles a pool (see fleetgram.operator.reconcile) when one of them
+changes, when a deadline of the plan comes, and every OPERATOR_INTERVAL seconds (default 20)
+as a safety net (see fleetgram.operator.handlers). Requeue and failure announcements go to
 the store's outbox when a database is configured (DATABASE_URL, normally Postgres).
+
+Liveness: kopf's own endpoint, `http://0.0.0.0:<HEALTH_PORT>/healthz` (HEALTH_PORT, default
+8081; 0 turns it off).
 """
 
 from __future__ import annotations
@@ -37,6 +42,22 @@ def outbox_for(settings: Settings, env: Mapping[str, str] | None = None) -> Outb
     return NullOutbox()
 
 
+DEFAULT_HEALTH_PORT = 8081
+
+
+def liveness_endpoint(env: Mapping[str, str] | None = None) -> str | None:
+    """kopf's liveness endpoint (`kopf run --liveness=...`) on HEALTH_PORT; None when 0."""
+    env = os.environ if env is None else env
+    raw = env.get("HEALTH_PORT", "").strip()
+    try:
+        port = int(raw) if raw else DEFAULT_HEALTH_PORT
+    except ValueError:
+        raise ValueError(f"HEALTH_PORT must be a port number, not {raw!r}") from None
+    if not 0 <= port <= 65535:
+        raise ValueError(f"HEALTH_PORT must be a port number, not {raw!r}")
+    return f"http://0.0.0.0:{port}/healthz" if port else None
+
+
 def build_registry(
     api: KubeApi,
     *,
@@ -53,6 +74,7 @@ def build_registry(
 
 def run_operator(settings: Settings) -> int:
     config = OperatorConfig.from_env(os.environ, default_pool=settings.pool_name)
+    liveness = liveness_endpoint()
     api = KubernetesApi()
     try:
         KubernetesApi.load_config()
@@ -63,17 +85,19 @@ def run_operator(settings: Settings) -> int:
                         settings.allowed_user_ids, settings.stopped_worker_poll)
     registry, _ = build_registry(api, outbox=outbox_for(settings), config=config,
                                  wakeup=wakeup)
-    # kopf reports every timer run ("Timer 'reconcile' succeeded.") at INFO: one line per pool
-    # per second. Its warnings and errors stay; the rounds that change something log their own.
+    # kopf reports every handler run ("Handler 'task-changed' succeeded.") at INFO: one line
+    # per watch event. Its warnings and errors stay; the rounds that change something log
+    # their own.
     logging.getLogger("kopf.objects").setLevel(max(logging.WARNING,
                                                    logging.getLogger().getEffectiveLevel()))
     log.info("operator starting", extra={"namespace": settings.namespace,
-                                         "interval": config.interval})
+                                         "interval": config.interval, "liveness": liveness})
     kopf.run(
         registry=registry,
         standalone=True,
         namespaces=[settings.namespace],
         clusterwide=False,
+        liveness_endpoint=liveness,
     )
     api.close()
     return 0

@@ -8,6 +8,13 @@ the token pool reaches the pod. Agent workers (WorkerPool `engine: agent`) also 
 workspace volume and settings, and a second container, `agent`, that runs the Claude Code CLI
 for the worker without its secrets (fleetgram.operator.agent); every container runs non-root on
 a read-only root filesystem, writing only to its /tmp and the workspace.
+
+The pool's `spec.template` carries the pod settings of the chart's `worker.*` values into every
+worker Deployment: imagePullSecrets, nodeSelector, tolerations, affinity, priorityClassName,
+pod annotations and labels (the operator's own labels win), the pod and container security
+contexts (merged key by key over the restrictive defaults below), resources, extra volumes and
+mounts (names and paths the operator uses win), envFrom (worker container only: the agent
+container gets nothing secret) and the health port (liveness /healthz, readiness /readyz).
 """
 
 from __future__ import annotations
@@ -40,6 +47,20 @@ CONTAINER_SECURITY_CONTEXT: dict[str, Any] = {
     "readOnlyRootFilesystem": True,
     "capabilities": {"drop": ["ALL"]},
 }
+
+# The pod's, merged under the template's podSecurityContext (a key the template sets wins).
+POD_SECURITY_CONTEXT: dict[str, Any] = {
+    "runAsNonRoot": True,
+    "runAsUser": RUN_AS_USER,
+    "runAsGroup": RUN_AS_USER,
+    "fsGroup": RUN_AS_USER,
+    "seccompProfile": {"type": "RuntimeDefault"},
+}
+DEFAULT_HEALTH_PORT = 8081  # HEALTH_PORT: /healthz (liveness) and /readyz (readiness)
+HEALTH_PORT_NAME = "health"
+# Copied as they are from spec.template into the pod spec (when set).
+_POD_FIELDS = ("nodeSelector", "tolerations", "affinity", "priorityClassName",
+               "imagePullSecrets")
 
 # Set by the operator for each slot; a template env entry of the same name is dropped.
 # WORKER_TOKEN_POOL and MASTER_BOT_TOKEN never reach a worker: it holds its own token only.
@@ -80,6 +101,7 @@ def worker_env(pool: Mapping[str, Any], slot: str, index: int) -> list[dict[str,
     if template.get("maxTokens"):
         own.append({"name": "CLAUDE_MAX_TOKENS", "value": str(template["maxTokens"])})
     own.append({"name": "WORKER_LEASE_SECONDS", "value": str(spec.get("leaseSeconds", 30))})
+    own.append({"name": "HEALTH_PORT", "value": str(health_port(pool))})
     own.append({"name": "WORKER_TOKEN",
                 "valueFrom": {"secretKeyRef": {"name": secret, "key": key}}})
     own += agent.agent_env(pool)
@@ -91,10 +113,55 @@ def worker_env(pool: Mapping[str, Any], slot: str, index: int) -> list[dict[str,
     return inherited + own
 
 
+def health_port(pool: Mapping[str, Any]) -> int:
+    """The worker container's HEALTH_PORT (template.healthPort; 0: no health server, no
+    probes)."""
+    port = (pool["spec"].get("template") or {}).get("healthPort")
+    return DEFAULT_HEALTH_PORT if port is None else int(port)
+
+
+def health_probes(port: int) -> dict[str, Any]:
+    """The worker container's port `health` and its probes (none when the port is 0). The
+    liveness probe allows a slow start (Telegram polling must run for /healthz to answer 200)."""
+    if not port:
+        return {}
+    return {
+        "ports": [{"name": HEALTH_PORT_NAME, "containerPort": port, "protocol": "TCP"}],
+        "livenessProbe": {
+            "httpGet": {"path": "/healthz", "port": HEALTH_PORT_NAME},
+            "initialDelaySeconds": 20, "periodSeconds": 10, "timeoutSeconds": 3,
+            "failureThreshold": 3,
+        },
+        "readinessProbe": {
+            "httpGet": {"path": "/readyz", "port": HEALTH_PORT_NAME},
+            "periodSeconds": 5, "timeoutSeconds": 3, "failureThreshold": 3,
+        },
+    }
+
+
+def security_context(template: Mapping[str, Any]) -> dict[str, Any]:
+    """A container's: the restrictive defaults, with the keys template.securityContext sets."""
+    return {**copy.deepcopy(CONTAINER_SECURITY_CONTEXT),
+            **copy.deepcopy(dict(template.get("securityContext") or {}))}
+
+
+def pod_security_context(template: Mapping[str, Any]) -> dict[str, Any]:
+    """The pod's: the defaults, with the keys template.podSecurityContext sets."""
+    return {**copy.deepcopy(POD_SECURITY_CONTEXT),
+            **copy.deepcopy(dict(template.get("podSecurityContext") or {}))}
+
+
+def _extra(items: Any, key: str, taken: set[str]) -> list[dict[str, Any]]:
+    """Template list entries whose `key` the operator does not use already."""
+    return [copy.deepcopy(dict(item)) for item in items or []
+            if isinstance(item, Mapping) and item.get(key) not in taken]
+
+
 def pod_template(pool: Mapping[str, Any], slot: str, index: int) -> dict[str, Any]:
     meta, spec = pool["metadata"], pool["spec"]
     template = spec.get("template") or {}
     labels = {
+        **{str(k): str(v) for k, v in (template.get("podLabels") or {}).items()},
         **worker_labels(meta["name"], slot),
         "app.kubernetes.io/name": "fleetgram",
         "app.kubernetes.io/component": "worker",
@@ -107,9 +174,14 @@ def pod_template(pool: Mapping[str, Any], slot: str, index: int) -> dict[str, An
         "command": ["fleetgram"],
         "args": ["worker", "--slot", slot],
         "env": worker_env(pool, slot, index),
-        "securityContext": copy.deepcopy(CONTAINER_SECURITY_CONTEXT),
+        "securityContext": security_context(template),
         "volumeMounts": [{"name": "tmp", "mountPath": "/tmp"}, *agent.agent_mounts(pool)],
+        **health_probes(health_port(pool)),
     }
+    if template.get("envFrom"):
+        container["envFrom"] = copy.deepcopy(list(template["envFrom"]))
+    container["volumeMounts"] += _extra(template.get("extraVolumeMounts"), "mountPath",
+                                        {m["mountPath"] for m in container["volumeMounts"]})
     if template.get("imagePullPolicy"):
         container["imagePullPolicy"] = template["imagePullPolicy"]
     if agent.is_agent(pool):
@@ -119,7 +191,7 @@ def pod_template(pool: Mapping[str, Any], slot: str, index: int) -> dict[str, An
         container["resources"] = copy.deepcopy(dict(template["resources"]))
     containers = [container]
     sidecar = agent.agent_container(pool, image=template["image"],
-                                    security_context=CONTAINER_SECURITY_CONTEXT,
+                                    security_context=security_context(template),
                                     image_pull_policy=template.get("imagePullPolicy"))
     if sidecar is not None:
         containers.append(sidecar)
@@ -127,15 +199,14 @@ def pod_template(pool: Mapping[str, Any], slot: str, index: int) -> dict[str, An
         "containers": containers,
         "enableServiceLinks": False,
         "terminationGracePeriodSeconds": 30,
-        "securityContext": {
-            "runAsNonRoot": True,
-            "runAsUser": RUN_AS_USER,
-            "runAsGroup": RUN_AS_USER,
-            "fsGroup": RUN_AS_USER,
-            "seccompProfile": {"type": "RuntimeDefault"},
-        },
+        "securityContext": pod_security_context(template),
         "volumes": [{"name": "tmp", "emptyDir": {}}, *agent.agent_volumes(pool, slot)],
     }
+    pod_spec["volumes"] += _extra(template.get("extraVolumes"), "name",
+                                  {v["name"] for v in pod_spec["volumes"]})
+    for field in _POD_FIELDS:
+        if template.get(field):
+            pod_spec[field] = copy.deepcopy(template[field])
     if template.get("serviceAccountName"):
         pod_spec["serviceAccountName"] = template["serviceAccountName"]
     if agent.is_agent(pool):
@@ -143,7 +214,11 @@ def pod_template(pool: Mapping[str, Any], slot: str, index: int) -> dict[str, An
         # agent container sees none of the worker's processes (nor their /proc/<pid>/environ).
         pod_spec["automountServiceAccountToken"] = False
         pod_spec["shareProcessNamespace"] = False
-    return {"metadata": {"labels": labels}, "spec": pod_spec}
+    pod_meta: dict[str, Any] = {"labels": labels}
+    if template.get("podAnnotations"):
+        pod_meta["annotations"] = {str(k): str(v)
+                                   for k, v in template["podAnnotations"].items()}
+    return {"metadata": pod_meta, "spec": pod_spec}
 
 
 def workspace_claim(pool: Mapping[str, Any], slot: str) -> dict[str, Any] | None:

@@ -45,7 +45,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any
 
 from fleetgram.domain import (
@@ -98,7 +98,11 @@ JsonDict = dict[str, Any]
 
 @dataclass(frozen=True)
 class OperatorConfig:
-    interval: float = 1.0  # seconds between rounds (the kopf timer)
+    # The safety net: a round at least this often (seconds) even when no watch event and no
+    # deadline (`next_deadline`) asked for one. Rounds plan from the watched view, so they cost
+    # no API request unless they change something.
+    interval: float = 20.0
+    settle_timeout: float = 3.0  # how long a round waits for the echo of the last one's writes
     reservation_ttl: float = 10.0  # how long a worker reservation holds for a Pending task
     start_timeout: float = 300.0  # a worker not ready this long after its start is in error
     secret_retry: float = 30.0  # how long a missing token Secret keeps its slot in error
@@ -111,7 +115,7 @@ class OperatorConfig:
             return float(raw) if raw else default
 
         return cls(
-            interval=number("OPERATOR_INTERVAL", 1.0),
+            interval=number("OPERATOR_INTERVAL", 20.0),
             reservation_ttl=number("OPERATOR_RESERVATION_TTL", 10.0),
             start_timeout=number("OPERATOR_START_TIMEOUT", 300.0),
             secret_retry=number("OPERATOR_SECRET_RETRY", 30.0),
@@ -849,3 +853,62 @@ class _Builder:
                            "message": message[:1000],
                            "lastTransitionTime": since or iso(self.now)})
         return result
+
+
+# --------------------------------------------------------------------------------------------
+# When the plan may change with nothing else changing: time alone.
+# --------------------------------------------------------------------------------------------
+
+
+def next_deadline(
+    pool: Mapping[str, Any],
+    tasks: Iterable[Mapping[str, Any]],
+    deployments: Iterable[Mapping[str, Any]],
+    leases: Iterable[Mapping[str, Any]],
+    now: datetime,
+    memory: Memory | None = None,
+    config: OperatorConfig | None = None,
+    *,
+    claim_unlabelled: bool = True,
+) -> datetime | None:
+    """The earliest moment after `now` at which `plan` over the same objects could decide
+    differently because time passed: a worker's Lease going stale (offline, dead: requeue), a
+    reservation expiring, a quiet period ending (scale-down), an orphan's grace ending, a start
+    timing out, a missing Secret's retry, a finished task's TTL. None when nothing is timed.
+    Event-driven rounds sleep until then (or until a watch event), not every second."""
+    memory = memory or Memory()
+    config = config or OperatorConfig()
+    spec = PoolSpec.of(pool)
+    records = read_tasks(tasks, spec.name, claim_unlabelled)
+    leases_by_name = {str(_meta(x).get("name")): x for x in leases}
+    deps = _deployments_by_slot(deployments, spec.name)
+    times: list[datetime] = []
+
+    def after(at: datetime | None, seconds: float) -> None:
+        if at is not None:
+            times.append(at + timedelta(seconds=seconds))
+
+    workers = set(spec.slots) | {r.task.worker for r in records
+                                 if r.task.state.active and r.task.worker}
+    for name in workers:
+        dep = deps.get(name)
+        lease = leases_by_name.get(lease_name(spec.name, name))
+        try:
+            facts = worker_slot_of(name, dict(dep) if dep else None,
+                                   dict(lease) if lease else None)
+        except (TypeError, ValueError):
+            continue
+        after(facts.heartbeat_at, spec.lease_seconds)
+        if dep is not None:
+            after(facts.started_at, config.start_timeout)
+            after(_time(_annotations(dep).get(ANNOTATION_RESERVED_AT)), config.reservation_ttl)
+    after(memory.quiet_since, spec.scale_down_delay)
+    for seen in memory.orphans_seen.values():
+        after(seen, spec.lease_seconds)
+    for _, at in memory.secret_errors.values():
+        after(at, config.secret_retry)
+    for r in records:
+        if r.task.state.finished:
+            after(_finished_at(r), spec.finished_ttl)
+    future = [t for t in times if t > now]
+    return min(future) if future else None

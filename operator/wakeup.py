@@ -8,7 +8,9 @@ read from the slot's Secret. The chart's RBAC grants the operator `get` on exact
 token Secrets (it already reads them to check them before starting a worker), and the
 operator's environment has TELEGRAM_API_URL and ALLOWED_USER_IDS. Slots where an allowed user
 waits go into `Memory.wanted`; the next round's `plan` starts them like the worker of a pinned
-task. The token never leaves this module's memory and is never logged.
+task. The token never leaves this module's memory and is never logged; it is kept there for
+`token_ttl` seconds (default 10 minutes), so the looks at Telegram cost the API server nothing
+in between (a changed Secret is read again after that, or when its worker starts).
 """
 
 from __future__ import annotations
@@ -65,17 +67,26 @@ class PoolWakeup:
         every: float,
         *,
         clock: Callable[[], float] = time.monotonic,
+        token_ttl: float = 600.0,
     ) -> None:
         self.api = api
         self.peeker = peeker
         self.allowed = allowed
         self.every = every
         self.clock = clock
+        self.token_ttl = token_ttl
         self._last: dict[tuple[str, str], float] = {}
+        # (namespace, Secret, key) -> (token or None, read at)
+        self._tokens: dict[tuple[str, str, str], tuple[str | None, float]] = {}
 
     def due(self, namespace: str, pool: str) -> bool:
         last = self._last.get((namespace, pool))
         return last is None or self.clock() - last >= self.every
+
+    def until_due(self, namespace: str, pool: str) -> float:
+        """Seconds until the pool's next look (0 when due)."""
+        last = self._last.get((namespace, pool))
+        return 0.0 if last is None else max(0.0, last + self.every - self.clock())
 
     async def waiting(
         self,
@@ -99,12 +110,23 @@ class PoolWakeup:
         self, namespace: str, pool: Mapping[str, Any], index: int, slot: str
     ) -> str | None:
         secret_name, key = token_secret(pool, index)
+        cached = self._tokens.get((namespace, secret_name, key))
+        if cached is not None and self.clock() - cached[1] < self.token_ttl:
+            return cached[0]
         try:
             secret = await self.api.get(secrets_path(namespace, secret_name))
         except KubeError as exc:  # missing, or RBAC: the slot cannot be woken this way
             log.debug("cannot read the token Secret of %s: %s", slot, exc.status)
-            return None
-        return secret_value(secret, key)
+            token = None
+        else:
+            token = secret_value(secret, key)
+        self._tokens[(namespace, secret_name, key)] = (token, self.clock())
+        return token
+
+    def forget_token(self, namespace: str, secret_name: str) -> None:
+        """Read this Secret again next time (its worker started: it may have changed)."""
+        for cached in [k for k in self._tokens if k[:2] == (namespace, secret_name)]:
+            del self._tokens[cached]
 
     async def close(self) -> None:
         await self.peeker.close()

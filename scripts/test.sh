@@ -21,14 +21,18 @@ if ! pg_isready -q -h 127.0.0.1 -p 5432 2>/dev/null; then
   fi
 fi
 
-# AGENT_SANDBOX (Claude Code's sandbox for the agent's commands) needs bubblewrap and socat;
-# its test runs the real sandbox.
-if ! command -v bwrap >/dev/null 2>&1 || ! command -v socat >/dev/null 2>&1; then
-  if command -v apt-get >/dev/null 2>&1 && [ "$(id -u)" = 0 ]; then
-    echo "installing bubblewrap and socat"
-    apt-get install -y -q bubblewrap socat >/dev/null 2>&1 || {
-      apt-get update -q >/dev/null && apt-get install -y -q bubblewrap socat >/dev/null; }
-  fi
+# System tools some tests run for real: bubblewrap and socat (AGENT_SANDBOX, Claude Code's
+# sandbox for the agent's commands), and Prometheus with promtool (the alert rules and the
+# dashboard's queries against a real scrape).
+missing=""
+command -v bwrap >/dev/null 2>&1 || missing="$missing bubblewrap"
+command -v socat >/dev/null 2>&1 || missing="$missing socat"
+command -v promtool >/dev/null 2>&1 || missing="$missing prometheus"
+if [ -n "$missing" ] && command -v apt-get >/dev/null 2>&1 && [ "$(id -u)" = 0 ]; then
+  echo "installing$missing"
+  # shellcheck disable=SC2086
+  apt-get install -y -q --no-install-recommends $missing >/dev/null 2>&1 || {
+    apt-get update -q >/dev/null && apt-get install -y -q --no-install-recommends $missing >/dev/null; }
 fi
 
 .venv/bin/ruff check .

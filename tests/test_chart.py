@@ -107,9 +107,9 @@ def test_helm_lint_is_clean():
 
 def test_every_builtin_object_validates_against_kubernetes_schemas(rendered):
     kinds = sorted({o['kind'] for o in rendered})
-    assert kinds == ['ClusterRole', 'ClusterRoleBinding', 'ConfigMap', 'Deployment', 'Role',
-                     'RoleBinding', 'Secret', 'Service', 'ServiceAccount', 'ServiceMonitor',
-                     'WorkerPool']
+    assert kinds == ['ClusterRole', 'ClusterRoleBinding', 'ConfigMap', 'Deployment', 'Job',
+                     'Role', 'RoleBinding', 'Secret', 'Service', 'ServiceAccount',
+                     'ServiceMonitor', 'WorkerPool']
     for obj in rendered:
         if obj['kind'] in ('WorkerPool', 'ServiceMonitor'):
             continue  # custom resources: no bundled schema (WorkerPool: see the emulator test)
@@ -132,20 +132,23 @@ def test_deployments_run_fleetgram_with_the_contract_env(rendered):
         assert container['image'] == 'ghcr.io/fleetgram/fleetgram-master:0.1.0'
         env = {e['name']: e for e in container['env']}
         assert {'FLEETGRAM_MODE', 'FLEETGRAM_NAMESPACE', 'DATABASE_URL', 'TELEGRAM_API_URL',
-                'ALLOWED_USER_IDS', 'MASTER_BOT_TOKEN', 'ANTHROPIC_API_KEY', 'CLAUDE_MODEL',
-                'METRICS_PORT'} <= set(env)
+                'ALLOWED_USER_IDS', 'CLAUDE_MODEL', 'METRICS_PORT', 'HEALTH_PORT'} <= set(env)
+        # least privilege: only the master gets its token, neither the Anthropic key
+        assert ('MASTER_BOT_TOKEN' in env) is (component == 'master')
+        assert 'ANTHROPIC_API_KEY' not in env
         assert env['FLEETGRAM_MODE']['value'] == 'kubernetes'
         assert env['FLEETGRAM_NAMESPACE']['valueFrom']['fieldRef']['fieldPath'] == \
             'metadata.namespace'
         assert env['ALLOWED_USER_IDS']['value'] == '111,222'
         assert env['TELEGRAM_API_URL']['value'] == 'http://telegram-emulator:8081'
         assert env['METRICS_PORT']['value'] == '9090'
-        for name in ('DATABASE_URL', 'MASTER_BOT_TOKEN', 'ANTHROPIC_API_KEY'):
-            assert 'value' not in env[name]  # secrets come from Secrets only
-            assert env[name]['valueFrom']['secretKeyRef']['name'] in secrets
-        assert env['ANTHROPIC_API_KEY']['valueFrom']['secretKeyRef']['key'] == 'key'
-        assert container['ports'] == [{'name': 'metrics', 'containerPort': 9090,
-                                       'protocol': 'TCP'}]
+        for name in ('DATABASE_URL', 'MASTER_BOT_TOKEN'):
+            if name in env:
+                assert 'value' not in env[name]  # secrets come from Secrets only
+                assert env[name]['valueFrom']['secretKeyRef']['name'] in secrets
+        assert container['ports'] == [
+            {'name': 'health', 'containerPort': 8081, 'protocol': 'TCP'},
+            {'name': 'metrics', 'containerPort': 9090, 'protocol': 'TCP'}]
 
 
 def test_secrets_and_the_workerpool_token_slots(rendered):
@@ -193,7 +196,8 @@ def test_metrics_off_renders_no_services_nor_ports():
     assert not by_kind(objs, 'Service') and not by_kind(objs, 'ServiceMonitor')
     for dep in by_kind(objs, 'Deployment').values():
         (container,) = dep['spec']['template']['spec']['containers']
-        assert 'ports' not in container and 'readinessProbe' not in container
+        assert [p['name'] for p in container['ports']] == ['health']  # probes stay
+        assert container['readinessProbe']['httpGet']['port'] == 'health'
         assert {e['name']: e.get('value') for e in container['env']}['METRICS_PORT'] == '0'
 
 
@@ -247,17 +251,16 @@ def _rules(role: dict) -> set[tuple[str, str, str]]:
 def test_operator_rbac_is_the_documented_set(rendered):
     roles = by_kind(rendered, 'Role')
     operator = roles[f'{RELEASE}-fleetgram-operator']
+    # What the operator uses, no more: tests/cluster/test_rbac_grants.py checks each is used.
     assert _rules(operator) == {
-        *{('fleetgram.dev', 'bottasks', v) for v in
-          ('get', 'list', 'watch', 'patch', 'update', 'delete')},
-        *{('fleetgram.dev', 'bottasks/status', v) for v in ('get', 'patch', 'update')},
+        *{('fleetgram.dev', 'bottasks', v) for v in ('list', 'watch', 'patch', 'delete')},
+        ('fleetgram.dev', 'bottasks/status', 'patch'),
         *{('fleetgram.dev', 'workerpools', v) for v in ('get', 'list', 'watch', 'patch')},
-        *{('fleetgram.dev', 'workerpools/status', v) for v in ('get', 'patch', 'update')},
-        *{('apps', 'deployments', v) for v in
-          ('get', 'list', 'watch', 'create', 'patch', 'update', 'delete')},
+        ('fleetgram.dev', 'workerpools/status', 'patch'),
+        *{('apps', 'deployments', v) for v in ('list', 'watch', 'create', 'patch', 'delete')},
         ('', 'secrets', 'get'),
         ('', 'persistentvolumeclaims', 'get'), ('', 'persistentvolumeclaims', 'create'),
-        *{('coordination.k8s.io', 'leases', v) for v in ('get', 'list', 'watch', 'delete')},
+        *{('coordination.k8s.io', 'leases', v) for v in ('list', 'watch')},
         ('', 'events', 'create'),
     }
     (secret_rule,) = [r for r in operator['rules'] if r['resources'] == ['secrets']]
@@ -265,8 +268,8 @@ def test_operator_rbac_is_the_documented_set(rendered):
                                             f'{RELEASE}-fleetgram-worker3-token']
     (cluster,) = by_kind(rendered, 'ClusterRole').values()
     assert _rules(cluster) == {('apiextensions.k8s.io', 'customresourcedefinitions', v)
-                               for v in ('get', 'list', 'watch')} | {
-        ('', 'namespaces', v) for v in ('get', 'list', 'watch')}
+                               for v in ('list', 'watch')} | {
+        ('', 'namespaces', v) for v in ('list', 'watch')}
     worker = roles[f'{RELEASE}-fleetgram-worker']
     assert not any(r['resources'] == ['secrets'] for r in worker['rules'])
     for binding in by_kind(rendered, 'RoleBinding').values():
@@ -335,7 +338,7 @@ def test_dockerfiles_build_the_package_as_a_non_root_user(component):
                     if line.strip() and not line.lstrip().startswith('#')
                     and not line.startswith((' ', '\t'))]
     froms = [args for op, args in instructions if op == 'FROM']
-    assert all(f.startswith('python:3.11-slim') for f in froms)
+    assert all(f.startswith('python:3.11.') for f in froms)
     assert ('USER', '10001:10001') in [(op, args) for op, args in instructions]
     assert json.loads(dict(instructions)['ENTRYPOINT']) == ['fleetgram']
     assert json.loads(dict(instructions)['CMD']) == [component]
@@ -349,4 +352,5 @@ def test_dockerfiles_build_the_package_as_a_non_root_user(component):
     assert 'pip install' in text and 'pip wheel' in text
     # The chart's pod security context runs as the image's user.
     values = yaml.safe_load((CHART / 'values.yaml').read_text())
-    assert values['podSecurityContext']['runAsUser'] == 10001
+    for component in ('master', 'operator', 'worker'):
+        assert values[component]['podSecurityContext']['runAsUser'] == 10001

@@ -141,15 +141,16 @@ def _env_of(obj: dict) -> dict[str, dict]:
     return {e['name']: e for e in container.get('env', [])}
 
 
-def test_a_subscription_token_alone_is_enough_and_reaches_master_and_workers():
+def test_a_subscription_token_alone_is_enough_and_reaches_the_workers_only():
     objs = objects(render(values_with(OAUTH_ONLY)))
     for name, deployment in by_kind(objs, 'Deployment').items():
         env = _env_of(deployment)
         assert 'ANTHROPIC_API_KEY' not in env, name
+        assert 'CLAUDE_CODE_OAUTH_TOKEN' not in env, name  # master and operator call no Claude
         assert env['WORKER_ENGINE']['value'] == 'agent', name
-        assert env['CLAUDE_CODE_OAUTH_TOKEN']['valueFrom']['secretKeyRef'] == {
-            'name': 'claude-oauth', 'key': 'oauth-token'}, name
     pool = the_pool(objs)
+    assert pool['spec']['agent']['oauthTokenSecret'] == {'name': 'claude-oauth',
+                                                         'key': 'oauth-token'}
     assert not any(e['name'] == 'ANTHROPIC_API_KEY' for e in pool['spec']['template']['env'])
 
 

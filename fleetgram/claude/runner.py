@@ -16,6 +16,7 @@ from typing import Any, Protocol
 
 import anthropic
 
+from fleetgram import metrics
 from fleetgram.claude.deadline import CallLimits, ClaudeDeadline, ClaudeStalled, within_limits
 from fleetgram.claude.pricing import Price, price_for, with_cost
 from fleetgram.domain import Usage
@@ -181,12 +182,14 @@ class ClaudeRunner:
                 if wall.expired() and self.limits.wall is not None:
                     raise ClaudeDeadline(self.limits.wall) from None
                 raise
-        except BaseException:
+        except BaseException as exc:
+            metrics.claude_request(*call_outcome(exc), time.monotonic() - started)
             # Cut short (cancelled or failed mid-stream): bill what the API reported so far.
             snapshot = stream_ref[0]._current_snapshot_or_none() if stream_ref else None
             if snapshot is not None:
                 self._record(meter, snapshot.usage, None, started)
             raise
+        metrics.claude_request("ok", 200, time.monotonic() - started)
         self._record(meter, message.usage, message.stop_reason, started)
         return message
 
@@ -238,6 +241,28 @@ def make_client(
     return anthropic.AsyncAnthropic(
         api_key=api_key, base_url=base_url, timeout=timeout, max_retries=max_retries
     )
+
+
+# An SSE `event: error` arrives after HTTP 200: its type stands for the status it would have had.
+_STATUS_OF_ERROR_TYPE = {"overloaded_error": 529, "rate_limit_error": 429, "api_error": 500,
+                         "invalid_request_error": 400, "authentication_error": 401,
+                         "permission_error": 403, "not_found_error": 404,
+                         "request_too_large": 413}
+
+
+def call_outcome(exc: BaseException) -> tuple[str, int | None]:
+    """How a failed call is counted (fleetgram_claude_requests_total): outcome and status."""
+    if isinstance(exc, asyncio.CancelledError):
+        return "cancelled", None
+    if isinstance(exc, ClaudeStalled | ClaudeDeadline | anthropic.APITimeoutError | TimeoutError):
+        return "timeout", None
+    if isinstance(exc, anthropic.APIStatusError):
+        status = exc.status_code
+        if status == 200:
+            error_type, _ = _api_error_of(exc)
+            status = _STATUS_OF_ERROR_TYPE.get(error_type or "", 200)
+        return "error", status
+    return "error", None
 
 
 def describe_error(exc: BaseException) -> str:

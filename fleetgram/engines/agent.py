@@ -43,6 +43,7 @@ from claude_agent_sdk import (
 )
 from claude_agent_sdk.types import StreamEvent
 
+from fleetgram import metrics
 from fleetgram.claude.pricing import price_for, with_cost
 from fleetgram.config import PermissionMode, Settings
 from fleetgram.domain import Usage
@@ -167,6 +168,17 @@ def failure_of(result: ResultMessage) -> str | None:
         return f"Claude API error: {kind} (after retries)"
     detail = "; ".join(result.errors or []) or (result.result or "") or result.subtype
     return "Claude Code failed: " + " ".join(str(detail).split())[:200]
+
+
+def result_outcome(result: ResultMessage | None, stop: str | None) -> tuple[str, int | None]:
+    """How a task's Claude Code run is counted (fleetgram_claude_requests_total): a result
+    that reached a limit (turns, budget) is a successful call; an API error carries its
+    status; no result at all is an error without one (or cancelled)."""
+    if result is None:
+        return ("cancelled", None) if stop == "cancelled" else ("error", None)
+    if result.is_error and limit_of(result) is None:
+        return "error", result.api_error_status
+    return "ok", 200
 
 
 class _Turn:
@@ -371,6 +383,7 @@ class AgentEngine:
 
     def _bill(self, ctx: TurnContext, turn: _Turn, started: float, stop: str | None) -> None:
         result = turn.result
+        metrics.claude_request(*result_outcome(result, stop), time.monotonic() - started)
         if result is not None:
             usage = usage_of(result.usage, result.total_cost_usd, self.settings.claude_model)
         else:

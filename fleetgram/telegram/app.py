@@ -8,7 +8,7 @@ import traceback
 from collections import OrderedDict
 
 from telegram import BotCommand, Update
-from telegram.error import TelegramError
+from telegram.error import TelegramError, TimedOut
 from telegram.ext import (
     AIORateLimiter,
     Application,
@@ -17,7 +17,9 @@ from telegram.ext import (
     ContextTypes,
     TypeHandler,
 )
+from telegram.request import HTTPXRequest
 
+from fleetgram import metrics
 from fleetgram.config import Settings
 
 log = logging.getLogger(__name__)
@@ -55,12 +57,35 @@ class RecentIds:
         return False
 
 
+class CountingRequest(HTTPXRequest):
+    """PTB's HTTPXRequest that counts failed calls for Prometheus by Bot API method and HTTP
+    code (`network`/`timeout` when Telegram never answered); 429s count apart
+    (fleetgram_telegram_rate_limited_total)."""
+
+    async def do_request(self, url: str, method: str, *args: object,
+                         **kwargs: object) -> tuple[int, bytes]:
+        try:
+            code, payload = await super().do_request(url, method, *args, **kwargs)  # type: ignore[arg-type]
+        except TimedOut:
+            metrics.telegram_error(metrics.telegram_method(url), "timeout")
+            raise
+        except TelegramError:
+            metrics.telegram_error(metrics.telegram_method(url), "network")
+            raise
+        if not 200 <= code <= 299:
+            metrics.telegram_error(metrics.telegram_method(url), code)
+        return code, payload
+
+
 def build_application(token: str, settings: Settings) -> Application:
     app = (
         ApplicationBuilder()
         .token(token)
         .base_url(settings.telegram_base_url)
         .base_file_url(settings.telegram_file_url)
+        # PTB's own defaults (256 connections; 1 for getUpdates), counting failures.
+        .request(CountingRequest(connection_pool_size=256))
+        .get_updates_request(CountingRequest(connection_pool_size=1))
         # Waits out 429 retry_after on ordinary replies; streaming handles its own edits.
         .rate_limiter(AIORateLimiter(max_retries=5))
         .concurrent_updates(True)

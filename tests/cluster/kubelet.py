@@ -1,6 +1,8 @@
 """The test harness plays the kubelet: no kubelet runs against the emulated API server, so when
 a worker Deployment appears this starts that worker in-process with the Deployment's env and
-its token Secret, and stops it when the Deployment goes."""
+its token Secret, and stops it when the Deployment goes. With `kubeconfig_for`, each worker
+talks to the API server with a token of its pod template's `serviceAccountName` (what the
+kubelet mounts in a pod), so RBAC applies to it."""
 
 from __future__ import annotations
 
@@ -8,7 +10,7 @@ import asyncio
 import base64
 import contextlib
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any
 
 from fleetgram.config import load_settings
@@ -36,10 +38,17 @@ def container_env(deployment: dict[str, Any], emulator: KubeEmulator,
     return env
 
 
+COMPONENT_LABEL = "app.kubernetes.io/component"
+# Pods have a network of their own; in-process workers share one, so no per-pod servers.
+IN_PROCESS = {"HEALTH_PORT": "0", "METRICS_PORT": "0"}
+
+
 class FakeKubelet:
     def __init__(self, emulator: KubeEmulator, namespace: str,
-                 base_env: Mapping[str, str]) -> None:
+                 base_env: Mapping[str, str],
+                 kubeconfig_for: Callable[[str], str] | None = None) -> None:
         self.emulator = emulator
+        self.kubeconfig_for = kubeconfig_for
         self.namespace = namespace
         self.base_env = dict(base_env)  # what the cluster's ConfigMap/Secrets would add
         self.pods: dict[str, WorkerOnly] = {}
@@ -76,6 +85,7 @@ class FakeKubelet:
                 d["metadata"]["name"]: d
                 for d in self.emulator.objects("deployments", self.namespace)
                 if d["metadata"].get("deletionTimestamp") is None
+                and (d["metadata"].get("labels") or {}).get(COMPONENT_LABEL) == "worker"
             }
             for name in list(self.pods):
                 if name not in deployments:
@@ -85,9 +95,15 @@ class FakeKubelet:
                     continue
                 env = {**self.base_env, **container_env(deployment, self.emulator,
                                                        self.namespace)}
+                env.update(IN_PROCESS)
                 settings = load_settings(env, dotenv=None, need_master=False,
                                          need_workers=True)
                 pod = WorkerOnly(settings, env["WORKER_SLOT"])
+                if self.kubeconfig_for is not None:
+                    account = deployment["spec"]["template"]["spec"].get(
+                        "serviceAccountName") or "default"
+                    # The pod's in-cluster credentials: its ServiceAccount's token.
+                    pod.store._kubeconfig = self.kubeconfig_for(account)  # type: ignore[attr-defined]
                 self.pods[name] = pod
                 self.started.append(name)
                 with contextlib.suppress(SystemExit):

@@ -14,10 +14,13 @@ import pytest
 from fleetgram.operator.kubeapi import KubernetesApi
 from fleetgram.operator.main import build_registry
 from fleetgram.operator.reconcile import OperatorConfig
+from tests.emulators import kube_api
 from tests.emulators.kube_api import KubeEmulator
 from tests.operator.harness import NS, OperatorThread, make_pool, make_secrets
 
 pytestmark = pytest.mark.k8s
+
+kube_emulator = kube_api.kube_emulator  # no chart installed, no RBAC: the operator alone
 
 SLOTS = ("worker1", "worker2")
 SA_MOUNT = "/var/run/secrets/kubernetes.io/serviceaccount"

@@ -45,6 +45,7 @@ import yaml
 
 __all__ = [
     'ApiError',
+    'AuthorizationRecord',
     'KubeEmulator',
     'RequestRecord',
     'ResourceType',
@@ -897,7 +898,7 @@ def _builtin_types() -> list[ResourceType]:
         ResourceType('', 'v1', 'services', 'Service', True, 'service', ('svc',),
                      subresources=frozenset({'status'})),
         ResourceType('', 'v1', 'serviceaccounts', 'ServiceAccount', True, 'serviceaccount',
-                     ('sa',)),
+                     ('sa',), subresources=frozenset({'token'})),
         ResourceType('', 'v1', 'persistentvolumeclaims', 'PersistentVolumeClaim', True,
                      'persistentvolumeclaim', ('pvc',), subresources=frozenset({'status'})),
         ResourceType('apps', 'v1', 'deployments', 'Deployment', True, 'deployment', ('deploy',),
@@ -908,6 +909,90 @@ def _builtin_types() -> list[ResourceType]:
                      ('crd', 'crds'), subresources=frozenset({'status'}), generation=True),
     ]
     return core
+
+
+RBAC_GROUP = 'rbac.authorization.k8s.io'
+ADMIN_USER = 'kubernetes-admin'
+ANONYMOUS_USER = 'system:anonymous'
+
+
+def _rbac_types() -> list[ResourceType]:
+    """The rbac.authorization.k8s.io/v1 API (served with ``rbac=True``)."""
+    return [
+        ResourceType(RBAC_GROUP, 'v1', 'roles', 'Role', True, 'role'),
+        ResourceType(RBAC_GROUP, 'v1', 'rolebindings', 'RoleBinding', True, 'rolebinding'),
+        ResourceType(RBAC_GROUP, 'v1', 'clusterroles', 'ClusterRole', False, 'clusterrole'),
+        ResourceType(RBAC_GROUP, 'v1', 'clusterrolebindings', 'ClusterRoleBinding', False,
+                     'clusterrolebinding'),
+    ]
+
+
+@dataclasses.dataclass(frozen=True)
+class UserInfo:
+    """Who sent a request, as the authenticator says (user name and groups)."""
+    name: str
+    groups: tuple[str, ...] = ()
+
+
+@dataclasses.dataclass
+class AuthorizationRecord:
+    """One authorization decision of the RBAC authorizer (``emu.authorizations``)."""
+    user: str
+    verb: str
+    group: str
+    resource: str  # the plural, without the subresource
+    subresource: str | None
+    namespace: str | None
+    name: str | None
+    allowed: bool
+    by: str = ''  # "Role fleetgram/x via RoleBinding fleetgram/x", or why it was denied
+
+    @property
+    def service_account(self) -> str | None:
+        """The ServiceAccount's name for ``system:serviceaccount:<ns>:<name>`` users."""
+        prefix = 'system:serviceaccount:'
+        return self.user.split(':')[-1] if self.user.startswith(prefix) else None
+
+
+def rule_allows(rule: Mapping[str, Any], verb: str, group: str, resource: str,
+                subresource: str | None, name: str | None) -> bool:
+    """One PolicyRule against one request, as kube-apiserver's RBAC authorizer matches them
+    (plugin/pkg/auth/authorizer/rbac: VerbMatches, APIGroupMatches, ResourceMatches,
+    ResourceNameMatches). From https://kubernetes.io/docs/reference/access-authn-authz/rbac/
+    ("Referring to resources"): a subresource is named "<resource>/<subresource>" (or
+    "*/<subresource>" for any resource's); "*" matches every resource and subresource; with
+    resourceNames the rule only matches requests for one of those names, so it never matches
+    a request without a name: create, deletecollection, and list/watch unless they carry a
+    ``metadata.name`` field selector."""
+    verbs = rule.get('verbs') or []
+    if '*' not in verbs and verb not in verbs:
+        return False
+    groups = rule.get('apiGroups') or []
+    if '*' not in groups and group not in groups:
+        return False
+    combined = f'{resource}/{subresource}' if subresource else resource
+    resources = rule.get('resources') or []
+    if not any(r == '*' or r == combined
+               or (subresource and r == f'*/{subresource}') for r in resources):
+        return False
+    names = rule.get('resourceNames') or []
+    return not names or (bool(name) and name in names)
+
+
+def _forbidden(user: str, verb: str, group: str, resource: str, subresource: str | None,
+               namespace: str | None, name: str | None) -> ApiError:
+    """The API server's 403 Status for a request RBAC does not allow."""
+    what = f'{resource}.{group}' if group else resource
+    subject = f'{what} "{name}"' if name else what
+    combined = f'{resource}/{subresource}' if subresource else resource
+    scope = f'in the namespace "{namespace}"' if namespace else 'at the cluster scope'
+    details: dict[str, Any] = {'kind': resource}
+    if name:
+        details['name'] = name
+    if group:
+        details['group'] = group
+    return ApiError(403, 'Forbidden', f'{subject} is forbidden: User "{user}" cannot {verb} '
+                    f'resource "{combined}" in API group "{group}" {scope}', details)
 
 
 def _crd_to_type(crd: dict) -> ResourceType:
@@ -980,6 +1065,7 @@ class RequestRecord:
     subresource: str | None = None
     content_type: str | None = None
     body: Any = None
+    user: str | None = None  # with rbac=True: who sent it (authenticated by bearer token)
 
     def __str__(self) -> str:
         q = ('?' + '&'.join(f'{k}={v}' for k, v in self.query.items())) if self.query else ''
@@ -1054,8 +1140,17 @@ class KubeEmulator:
         bookmark_interval: float = 20.0,
         deployment_controller: bool = False,
         token: str = 'fleetgram-emulator-token',
+        rbac: bool = False,
     ):
         self._lock = threading.RLock()
+        # With rbac=True the emulator serves rbac.authorization.k8s.io/v1, authenticates
+        # every request by its bearer token (`token` is the admin's, in the group
+        # system:masters; service_account_token() mints the others) and authorizes it with
+        # the Roles and bindings stored (see rule_allows). Off by default: every request is
+        # then allowed, whoever sends it.
+        self.rbac = rbac
+        self._sa_tokens: dict[str, tuple[str, str]] = {}
+        self._authorizations: list[AuthorizationRecord] = []
         self._types: dict[str, ResourceType] = {}
         self._store: dict[str, dict[tuple[str | None, str], dict]] = {}
         self._rv = 0
@@ -1080,7 +1175,7 @@ class KubeEmulator:
         self._waiters: set[asyncio.Event] = set()
         self._watch_epoch = 0
         self.kmock: _KmockBridge = _KmockBridge(emulator=self)
-        for rt in _builtin_types():
+        for rt in _builtin_types() + (_rbac_types() if rbac else []):
             self._register(rt)
         for ns in namespaces:
             self.create_namespace(ns)
@@ -1173,12 +1268,14 @@ class KubeEmulator:
                 await runner.cleanup()
 
     # ---------------------------------------------------------------- configuration
-    def kubeconfig(self, path: str | os.PathLike, namespace: str = 'default') -> str:
-        """Write a kubeconfig pointing at the emulator; returns its path as a string."""
+    def kubeconfig(self, path: str | os.PathLike, namespace: str = 'default',
+                   token: str | None = None) -> str:
+        """Write a kubeconfig pointing at the emulator; returns its path as a string. Its
+        user is the admin, or whoever `token` stands for (see service_account_token)."""
         config = {
             'apiVersion': 'v1', 'kind': 'Config', 'current-context': 'fleetgram-emulator',
             'clusters': [{'name': 'fleetgram-emulator', 'cluster': {'server': self.url}}],
-            'users': [{'name': 'fleetgram-emulator', 'user': {'token': self._token}}],
+            'users': [{'name': 'fleetgram-emulator', 'user': {'token': token or self._token}}],
             'contexts': [{'name': 'fleetgram-emulator', 'context': {
                 'cluster': 'fleetgram-emulator', 'user': 'fleetgram-emulator',
                 'namespace': namespace}}],
@@ -1189,11 +1286,144 @@ class KubeEmulator:
         path.write_text(yaml.safe_dump(config, sort_keys=False))
         return str(path)
 
-    def connection_info(self, namespace: str = 'default') -> Any:
-        """kopf's ConnectionInfo for a ``@kopf.on.login()`` handler."""
+    def connection_info(self, namespace: str = 'default', token: str | None = None,
+                        priority: int = 0) -> Any:
+        """kopf's ConnectionInfo for a ``@kopf.on.login()`` handler (the admin's, or
+        `token`'s; kopf uses the credentials of the highest priority)."""
         import kopf
-        return kopf.ConnectionInfo(server=self.url, scheme='Bearer', token=self._token,
-                                   default_namespace=namespace)
+        return kopf.ConnectionInfo(server=self.url, scheme='Bearer',
+                                   token=token or self._token, default_namespace=namespace,
+                                   priority=priority)
+
+    # ---------------------------------------------------------------- authentication
+    def service_account_token(self, namespace: str, name: str) -> str:
+        """A bearer token for the ServiceAccount `namespace/name` (as a TokenRequest would
+        give; opaque here, not a JWT). Requests with it are made as the user
+        ``system:serviceaccount:<namespace>:<name>``, in the groups ``system:serviceaccounts``,
+        ``system:serviceaccounts:<namespace>`` and ``system:authenticated``; it stops working
+        when the ServiceAccount is deleted (401), as bound tokens do."""
+        if self.get('serviceaccounts', name, namespace) is None:
+            raise _not_found(self.resource_type('serviceaccounts'), name)
+        token = f'sa-{uuid.uuid4().hex}'
+        with self._lock:
+            self._sa_tokens[token] = (namespace, name)
+        return token
+
+    def service_account_kubeconfig(self, path: str | os.PathLike, namespace: str,
+                                   name: str) -> str:
+        """A kubeconfig with a fresh token of the ServiceAccount `namespace/name`."""
+        return self.kubeconfig(path, namespace, self.service_account_token(namespace, name))
+
+    def _authenticate(self, raw: aiohttp.web.BaseRequest) -> UserInfo | None:
+        """The user of a request, or None for a token nobody issued (401)."""
+        header = raw.headers.get('Authorization', '')
+        if not header:
+            return UserInfo(ANONYMOUS_USER, ('system:unauthenticated',))
+        scheme, _, token = header.partition(' ')
+        token = token.strip()
+        if scheme.lower() != 'bearer':
+            return None
+        if token == self._token:
+            return UserInfo(ADMIN_USER, ('system:masters', 'system:authenticated'))
+        with self._lock:
+            sa = self._sa_tokens.get(token)
+            if sa is None or (sa[0], sa[1]) not in self._store.get('v1/serviceaccounts', {}):
+                return None
+        namespace, name = sa
+        return UserInfo(f'system:serviceaccount:{namespace}:{name}',
+                        ('system:serviceaccounts', f'system:serviceaccounts:{namespace}',
+                         'system:authenticated'))
+
+    # ---------------------------------------------------------------- authorization
+    @property
+    def authorizations(self) -> list[AuthorizationRecord]:
+        """Every decision of the RBAC authorizer so far (rbac=True), in order."""
+        with self._lock:
+            return list(self._authorizations)
+
+    def denials(self) -> list[AuthorizationRecord]:
+        return [a for a in self.authorizations if not a.allowed]
+
+    def _applies_to(self, subject: Mapping[str, Any], user: UserInfo,
+                    binding_namespace: str | None) -> bool:
+        kind = subject.get('kind')
+        if kind == 'ServiceAccount':
+            ns = subject.get('namespace') or binding_namespace
+            return user.name == f'system:serviceaccount:{ns}:{subject.get("name")}'
+        if kind == 'User':
+            return user.name == subject.get('name')
+        if kind == 'Group':
+            return subject.get('name') in user.groups
+        return False
+
+    def _rules_for(self, user: UserInfo,
+                   namespace: str | None) -> Iterator[tuple[dict, str]]:
+        """The rules granted to `user` for a request in `namespace` (None: cluster scope), each
+        with the role and binding granting it. A RoleBinding grants its Role (same namespace)
+        or a ClusterRole within its own namespace only; a ClusterRoleBinding grants a
+        ClusterRole everywhere (https://kubernetes.io/docs/reference/access-authn-authz/rbac/
+        #rolebinding-and-clusterrolebinding)."""
+        with self._lock:
+            store = self._store
+            bindings = [(b, None) for b in
+                        store.get(f'{RBAC_GROUP}/v1/clusterrolebindings', {}).values()]
+            if namespace is not None:
+                bindings += [(b, namespace) for (ns, _), b in
+                             store.get(f'{RBAC_GROUP}/v1/rolebindings', {}).items()
+                             if ns == namespace]
+            for binding, ns in bindings:
+                if not any(self._applies_to(s, user, ns) for s in binding.get('subjects') or []):
+                    continue
+                ref = binding.get('roleRef') or {}
+                if ref.get('kind') == 'Role' and ns is not None:
+                    role = store.get(f'{RBAC_GROUP}/v1/roles', {}).get((ns, ref.get('name')))
+                elif ref.get('kind') == 'ClusterRole':
+                    role = store.get(f'{RBAC_GROUP}/v1/clusterroles', {}).get(
+                        (None, ref.get('name')))
+                else:
+                    role = None
+                if role is None:
+                    continue
+                where = f'{ns}/' if ns else ''
+                by = (f'{ref["kind"]} {where}{ref["name"]} via {binding["kind"]} '
+                      f'{where}{binding["metadata"]["name"]}')
+                for rule in role.get('rules') or []:
+                    yield rule, by
+
+    def _authorize(self, user: UserInfo, record: RequestRecord, route: Mapping[str, Any],
+                   params: Mapping[str, str]) -> None:
+        """Raise the API server's 401/403 unless `user` may make this request."""
+        if 'system:masters' in user.groups:
+            return
+        if route.get('kind') != 'resource':
+            # Discovery and /version: the system:discovery and system:public-info-viewer
+            # ClusterRoles every authenticated user has.
+            if 'system:authenticated' in user.groups or route.get('kind') == 'version':
+                return
+            raise ApiError(403, 'Forbidden', f'forbidden: User "{user.name}" cannot get path '
+                           f'"{record.path}"')
+        verb = record.verb
+        if verb is None:
+            return  # answered 405 by the server
+        group, resource = route.get('group', ''), route.get('plural') or ''
+        sub, ns, name = route.get('subresource'), route.get('namespace'), route.get('name')
+        if verb in ('list', 'watch') and name is None:
+            # A list or watch of one object by `fieldSelector=metadata.name=<name>` is
+            # authorized with that name, so resourceNames can allow it.
+            fields = [f.strip() for f in params.get('fieldSelector', '').split(',') if f.strip()]
+            for field in fields:
+                key, _, value = field.replace('==', '=').partition('=')
+                if key == 'metadata.name':
+                    name = value
+        allowed_by = next((by for rule, by in self._rules_for(user, ns)
+                           if rule_allows(rule, verb, group, resource, sub, name)), None)
+        with self._lock:
+            self._authorizations.append(AuthorizationRecord(
+                user=user.name, verb=verb, group=group, resource=resource, subresource=sub,
+                namespace=ns, name=name, allowed=allowed_by is not None,
+                by=allowed_by or 'no rule'))
+        if allowed_by is None:
+            raise _forbidden(user.name, verb, group, resource, sub, ns, name)
 
     def load_crds(self, paths: Iterable[str | os.PathLike] | str | os.PathLike) -> list[str]:
         """Register CRDs from YAML files (as if applied); returns their names."""
@@ -1231,6 +1461,7 @@ class KubeEmulator:
     def clear_history(self) -> None:
         with self._lock:
             self._history.clear()
+            self._authorizations.clear()
 
     def requests(self, verb: str | None = None, plural: str | None = None,
                  name: str | None = None, subresource: str | None = None,
@@ -1242,12 +1473,14 @@ class KubeEmulator:
                 and (subresource is None or r.subresource == subresource)
                 and (method is None or r.method == method.upper())]
 
-    def used_permissions(self) -> set[tuple[str, str, str, str | None]]:
+    def used_permissions(self, user: str | None = None) -> set[tuple[str, str, str, str | None]]:
         """What the requests so far needed from RBAC: (apiGroup, resource[/subresource], verb,
-        namespace or None for a cluster-scoped request). Discovery is left out (every
-        authenticated user may read it)."""
+        namespace or None for a cluster-scoped request), of `user` only if given (rbac=True).
+        Discovery is left out (every authenticated user may read it)."""
         used = set()
         for r in self.history:
+            if user is not None and r.user != user:
+                continue
             if r.verb is None or r.plural is None or r.group is None:
                 continue
             resource = f'{r.plural}/{r.subresource}' if r.subresource else r.plural
@@ -2046,6 +2279,16 @@ class KubeEmulator:
                                body=data)
         with self._lock:
             self._history.append(record)
+        if self.rbac:
+            try:
+                user = self._authenticate(raw)
+                if user is None:
+                    raise ApiError(401, 'Unauthorized', 'Unauthorized')
+                record.user = user.name
+                self._authorize(user, record, route, params)
+            except ApiError as e:
+                record.status = e.code
+                return aiohttp.web.json_response(e.status(), status=e.code)
         resource = None
         if route.get('version') is not None:
             resource = kmock.resource(group=route.get('group', ''), version=route['version'],
@@ -2140,6 +2383,8 @@ class KubeEmulator:
                 if wants_table:
                     return _json(self._table(rt, [obj], {'resourceVersion': str(self._rv)}))
                 return _json(obj)
+            if verb == 'create' and (rt.plural, sub) == ('serviceaccounts', 'token'):
+                return _json(self._token_request(ns, name, data), 201)
             if verb == 'create':
                 if sub is not None:
                     raise ApiError(405, 'MethodNotAllowed', 'the server does not allow this '
@@ -2174,6 +2419,17 @@ class KubeEmulator:
                 return _json(listing)
         raise ApiError(405, 'MethodNotAllowed',
                        'the server does not allow this method on the requested resource')
+
+    def _token_request(self, ns: str | None, name: str | None, data: Any) -> dict:
+        """POST .../serviceaccounts/NAME/token: a TokenRequest answered with a token."""
+        spec = dict((data or {}).get('spec') or {}) if isinstance(data, dict) else {}
+        spec.setdefault('expirationSeconds', 3600)
+        token = self.service_account_token(ns or 'default', name or '')
+        expires = (datetime.datetime.now(datetime.UTC) + datetime.timedelta(
+            seconds=int(spec['expirationSeconds']))).strftime('%Y-%m-%dT%H:%M:%SZ')
+        return {'kind': 'TokenRequest', 'apiVersion': 'authentication.k8s.io/v1',
+                'metadata': {'name': name, 'namespace': ns}, 'spec': spec,
+                'status': {'token': token, 'expirationTimestamp': expires}}
 
     def _maybe_fault(self, verb: str | None, rt: ResourceType, name: str | None,
                      sub: str | None) -> None:

@@ -1,13 +1,20 @@
 {{/* Names */}}
 {{- define "fleetgram.name" -}}
-{{- .Chart.Name | trunc 63 | trimSuffix "-" -}}
+{{- .Values.nameOverride | default .Chart.Name | trunc 63 | trimSuffix "-" -}}
 {{- end -}}
 
+{{/* <release>-<name> (or fullnameOverride), at most 50 characters: suffixes such as
+"-operator-metrics" must still fit in 63. */}}
 {{- define "fleetgram.fullname" -}}
-{{- if contains .Chart.Name .Release.Name -}}
+{{- if .Values.fullnameOverride -}}
+{{- .Values.fullnameOverride | trunc 50 | trimSuffix "-" -}}
+{{- else -}}
+{{- $name := .Values.nameOverride | default .Chart.Name -}}
+{{- if contains $name .Release.Name -}}
 {{- .Release.Name | trunc 50 | trimSuffix "-" -}}
 {{- else -}}
-{{- printf "%s-%s" .Release.Name .Chart.Name | trunc 50 | trimSuffix "-" -}}
+{{- printf "%s-%s" .Release.Name $name | trunc 50 | trimSuffix "-" -}}
+{{- end -}}
 {{- end -}}
 {{- end -}}
 
@@ -26,18 +33,80 @@ app.kubernetes.io/managed-by: {{ .ctx.Release.Service }}
 helm.sh/chart: {{ printf "%s-%s" .ctx.Chart.Name .ctx.Chart.Version | replace "+" "_" }}
 {{- end -}}
 
-{{/* Images */}}
+{{/* Numbers. Helm reads every number of a values file as a float64, which prints as
+1.1111111e+07 from 1e7 up: print whole numbers as integers. Call with the number (or a
+string of digits, printed as it is). */}}
+{{- define "fleetgram.int" -}}
+{{- if kindIs "string" . -}}
+{{- . -}}
+{{- else if kindIs "invalid" . -}}
+{{- else -}}
+{{- printf "%d" (int64 .) -}}
+{{- end -}}
+{{- end -}}
+
+{{/* ALLOWED_USER_IDS: telegram.allowedUserIds (numbers or strings of digits) joined with
+commas, each as an integer ("11111111,1234567890", never 1.1111111e+07). Call with $. */}}
+{{- define "fleetgram.allowedUserIds" -}}
+{{- $ids := list -}}
+{{- range .Values.telegram.allowedUserIds -}}
+{{- $ids = append $ids (include "fleetgram.int" .) -}}
+{{- end -}}
+{{- join "," $ids -}}
+{{- end -}}
+
+{{/* The first allowed user id, as an integer. Call with $. */}}
+{{- define "fleetgram.firstUserId" -}}
+{{- include "fleetgram.int" (first .Values.telegram.allowedUserIds) -}}
+{{- end -}}
+
+{{/* Images: [registry/]repository, then @digest, or :tag (default: the appVersion).
+Call with (dict "ctx" $ "component" "master"|"worker"). */}}
+{{- define "fleetgram.image" -}}
+{{- $image := index .ctx.Values.image .component -}}
+{{- $repository := $image.repository -}}
+{{- with .ctx.Values.image.registry -}}
+{{- $repository = printf "%s/%s" (trimSuffix "/" .) $repository -}}
+{{- end -}}
+{{- if $image.digest -}}
+{{- printf "%s@%s" $repository $image.digest -}}
+{{- else -}}
+{{- printf "%s:%s" $repository ($image.tag | default .ctx.Chart.AppVersion) -}}
+{{- end -}}
+{{- end -}}
+
 {{- define "fleetgram.masterImage" -}}
-{{ .Values.image.master.repository }}:{{ .Values.image.master.tag | default .Chart.AppVersion }}
+{{- include "fleetgram.image" (dict "ctx" . "component" "master") -}}
 {{- end -}}
 
 {{- define "fleetgram.workerImage" -}}
-{{ .Values.image.worker.repository }}:{{ .Values.image.worker.tag | default .Chart.AppVersion }}
+{{- include "fleetgram.image" (dict "ctx" . "component" "worker") -}}
 {{- end -}}
 
-{{/* Service accounts */}}
+{{/* The ServiceAccount of a component: <component>.serviceAccount.name, or <fullname>-<component>
+when the chart creates it, or "default" when it does not. The RoleBindings bind this name.
+Call with (dict "ctx" $ "component" "master"|"operator"|"worker"). */}}
 {{- define "fleetgram.serviceAccountName" -}}
-{{- printf "%s-%s" (include "fleetgram.fullname" .ctx) .component -}}
+{{- $values := index .ctx.Values .component | default dict -}}
+{{- $sa := $values.serviceAccount | default dict -}}
+{{- if (hasKey $sa "create" | ternary $sa.create true) -}}
+{{- $sa.name | default (printf "%s-%s" (include "fleetgram.fullname" .ctx) .component) -}}
+{{- else -}}
+{{- $sa.name | default "default" -}}
+{{- end -}}
+{{- end -}}
+
+{{/* The port of a URL: its own, or 443 for https and 80 for http. */}}
+{{- define "fleetgram.urlPort" -}}
+{{- $url := urlParse . -}}
+{{- $host := get $url "host" -}}
+{{- if regexMatch ":[0-9]+$" $host -}}
+{{- regexFind "[0-9]+$" $host -}}
+{{- else if eq (get $url "scheme") "http" -}}
+80
+{{- else -}}
+443
+{{- end -}}
 {{- end -}}
 
 {{/* Secrets: name and key of each secret value, existing or made by the chart */}}
@@ -117,9 +186,15 @@ helm.sh/chart: {{ printf "%s-%s" .ctx.Chart.Name .ctx.Chart.Version | replace "+
 {{- if not (or .Values.database.url.existingSecret .Values.database.url.value) -}}
 {{- fail "database.url: set existingSecret or value (postgresql://...)" -}}
 {{- end -}}
+{{- if and .Values.metrics.enabled (eq (include "fleetgram.int" .Values.health.port) (include "fleetgram.int" .Values.metrics.port)) -}}
+{{- fail "health.port must differ from metrics.port (the health endpoint and metrics are served apart)" -}}
+{{- end -}}
 {{- end -}}
 
-{{/* The environment shared by the operator and the master; call with (dict "ctx" $) */}}
+{{/* The environment of the operator and the master; call with (dict "ctx" $ "component" ...).
+Least privilege: neither gets the Anthropic key or the OAuth token (only workers call Claude),
+and only the master gets its bot token (the operator reads worker tokens from their Secrets,
+by name, only to wake a stopped worker). */}}
 {{- define "fleetgram.commonEnv" -}}
 {{- $ := .ctx -}}
 - name: FLEETGRAM_MODE
@@ -138,37 +213,138 @@ helm.sh/chart: {{ printf "%s-%s" .ctx.Chart.Name .ctx.Chart.Version | replace "+
 - name: TELEGRAM_API_URL
   value: {{ $.Values.telegram.apiUrl | quote }}
 - name: ALLOWED_USER_IDS
-  value: {{ join "," $.Values.telegram.allowedUserIds | quote }}
+  value: {{ include "fleetgram.allowedUserIds" $ | quote }}
+{{- if eq .component "master" }}
 - name: MASTER_BOT_TOKEN
   valueFrom:
     secretKeyRef:
       name: {{ include "fleetgram.masterTokenSecret" $ }}
       key: {{ include "fleetgram.masterTokenKey" $ }}
+{{- end }}
 - name: WORKER_ENGINE
   value: {{ $.Values.worker.engine | default "chat" | quote }}
-{{- if include "fleetgram.hasApiKey" $ }}
-- name: ANTHROPIC_API_KEY
-  valueFrom:
-    secretKeyRef:
-      name: {{ include "fleetgram.anthropicSecret" $ }}
-      key: {{ include "fleetgram.anthropicKey" $ }}
-{{- else }}
-- name: CLAUDE_CODE_OAUTH_TOKEN
-  valueFrom:
-    secretKeyRef:
-      name: {{ include "fleetgram.oauthSecret" $ }}
-      key: {{ include "fleetgram.oauthKey" $ }}
-{{- end }}
-{{- with $.Values.anthropic.baseUrl }}
-- name: ANTHROPIC_BASE_URL
-  value: {{ . | quote }}
-{{- end }}
 - name: CLAUDE_MODEL
   value: {{ $.Values.claude.model | quote }}
 - name: CLAUDE_MAX_TOKENS
-  value: {{ $.Values.claude.maxTokens | quote }}
+  value: {{ include "fleetgram.int" $.Values.claude.maxTokens | quote }}
 - name: METRICS_PORT
-  value: {{ ternary $.Values.metrics.port 0 $.Values.metrics.enabled | quote }}
+  value: {{ include "fleetgram.int" (ternary $.Values.metrics.port 0 $.Values.metrics.enabled) | quote }}
+- name: HEALTH_PORT
+  value: {{ include "fleetgram.int" $.Values.health.port | quote }}
 - name: LOG_LEVEL
   value: {{ $.Values.logLevel | quote }}
+{{- end -}}
+
+{{/* The Deployment of the master or the operator: one replica, replaced with Recreate.
+Call with (dict "ctx" $ "component" "master"|"operator"). */}}
+{{- define "fleetgram.deployment" -}}
+{{- $ := .ctx -}}
+{{- $c := .component -}}
+{{- $v := index $.Values $c -}}
+apiVersion: apps/v1
+kind: Deployment
+metadata:
+  name: {{ include "fleetgram.fullname" $ }}-{{ $c }}
+  labels:
+    {{- include "fleetgram.labels" (dict "ctx" $ "component" $c) | nindent 4 }}
+spec:
+  replicas: 1
+  strategy:
+    type: Recreate
+  revisionHistoryLimit: 3
+  selector:
+    matchLabels:
+      {{- include "fleetgram.selectorLabels" (dict "ctx" $ "component" $c) | nindent 6 }}
+  template:
+    metadata:
+      {{- /* podLabels and podAnnotations are added; the chart's own keys win */}}
+      labels:
+        {{- merge (include "fleetgram.labels" (dict "ctx" $ "component" $c) | fromYaml) ($v.podLabels | default dict) | toYaml | nindent 8 }}
+      annotations:
+        {{- merge (dict "checksum/values" (toJson $.Values | sha256sum | trunc 16)) ($v.podAnnotations | default dict) | toYaml | nindent 8 }}
+    spec:
+      serviceAccountName: {{ include "fleetgram.serviceAccountName" (dict "ctx" $ "component" $c) }}
+      {{- with $.Values.imagePullSecrets }}
+      imagePullSecrets:
+        {{- toYaml . | nindent 8 }}
+      {{- end }}
+      {{- with $v.priorityClassName }}
+      priorityClassName: {{ . | quote }}
+      {{- end }}
+      {{- with $v.podSecurityContext }}
+      securityContext:
+        {{- toYaml . | nindent 8 }}
+      {{- end }}
+      terminationGracePeriodSeconds: 30
+      containers:
+        - name: {{ $c }}
+          image: {{ include "fleetgram.masterImage" $ }}
+          imagePullPolicy: {{ $.Values.image.pullPolicy }}
+          command: [fleetgram]
+          args: [{{ $c }}]
+          env:
+            {{- include "fleetgram.commonEnv" (dict "ctx" $ "component" $c) | nindent 12 }}
+            {{- with $v.extraEnv }}
+            {{- toYaml . | nindent 12 }}
+            {{- end }}
+          {{- with $v.envFrom }}
+          envFrom:
+            {{- toYaml . | nindent 12 }}
+          {{- end }}
+          ports:
+            - name: health
+              containerPort: {{ include "fleetgram.int" $.Values.health.port }}
+              protocol: TCP
+            {{- if $.Values.metrics.enabled }}
+            - name: metrics
+              containerPort: {{ include "fleetgram.int" $.Values.metrics.port }}
+              protocol: TCP
+            {{- end }}
+          {{- /* The operator serves kopf's liveness endpoint (/healthz) only. */}}
+          readinessProbe:
+            httpGet:
+              path: {{ eq $c "operator" | ternary "/healthz" "/readyz" }}
+              port: health
+            periodSeconds: 10
+            timeoutSeconds: 3
+          livenessProbe:
+            httpGet:
+              path: /healthz
+              port: health
+            initialDelaySeconds: 30
+            periodSeconds: 20
+            timeoutSeconds: 3
+            failureThreshold: 3
+          {{- with $v.securityContext }}
+          securityContext:
+            {{- toYaml . | nindent 12 }}
+          {{- end }}
+          {{- with $v.resources }}
+          resources:
+            {{- toYaml . | nindent 12 }}
+          {{- end }}
+          volumeMounts:
+            - name: tmp
+              mountPath: /tmp
+            {{- with $v.extraVolumeMounts }}
+            {{- toYaml . | nindent 12 }}
+            {{- end }}
+      volumes:
+        - name: tmp
+          emptyDir: {}
+        {{- with $v.extraVolumes }}
+        {{- toYaml . | nindent 8 }}
+        {{- end }}
+      {{- with $v.nodeSelector }}
+      nodeSelector:
+        {{- toYaml . | nindent 8 }}
+      {{- end }}
+      {{- with $v.tolerations }}
+      tolerations:
+        {{- toYaml . | nindent 8 }}
+      {{- end }}
+      {{- with $v.affinity }}
+      affinity:
+        {{- toYaml . | nindent 8 }}
+      {{- end }}
 {{- end -}}

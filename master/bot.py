@@ -68,6 +68,7 @@ from fleetgram.parsing import (
     parse_task_id,
 )
 from fleetgram.policy import worker_state
+from fleetgram.store import DuplicateTaskError
 from fleetgram.store.base import CancelOutcome, Store, UnstorableText
 from fleetgram.telegram.app import (
     CountingRequest,
@@ -97,6 +98,7 @@ UNSUPPORTED = (
     "I take text prompts only: photos, documents, voice notes, videos and stickers are not "
     "supported yet. Send your prompt as a text message."
 )
+ID_ATTEMPTS = 3  # fresh task ids tried when one is already taken
 NOT_QUEUED = (
     "⚠️ I could not save that prompt: the database did not accept it. Nothing was queued; "
     "please send it again in a minute."
@@ -537,9 +539,22 @@ class MasterBot:
         payload = receipt_payload(task, note, joined=len(parts), cleaned=cleaned_note)
         try:
             try:
-                if files:  # before the task exists: no worker claims it without them
-                    await self.store.add_attachments(task.id, files)
-                await self.store.create_task(task, event=("receipt", payload))
+                for attempt in range(1, ID_ATTEMPTS + 1):
+                    if files:  # before the task exists: no worker claims it without them
+                        await self.store.add_attachments(task.id, files)
+                    try:
+                        await self.store.create_task(task, event=("receipt", payload))
+                        break
+                    except DuplicateTaskError:
+                        # Five characters give 33.5M ids: a collision is rare, not impossible
+                        # (a burst of 200 prompts in one database meets one in ~1,700 runs).
+                        if attempt == ID_ATTEMPTS:
+                            raise
+                        self._positions.pop(task.id, None)
+                        task = task.with_(id=new_task_id())
+                        self._remember_position(task.id, position)
+                        payload = receipt_payload(task, note, joined=len(parts),
+                                                  cleaned=cleaned_note)
             except UnstorableText as exc:
                 self._positions.pop(task.id, None)
                 await self._say(chat_id, f"⚠️ That prompt can't be stored: it contains "

@@ -260,3 +260,21 @@ async def test_a_burst_of_200_prompts_is_queued_in_the_order_sent(world: World) 
         assert [t.prompt for t in pending] == [f"burst {n:04d}" for n in range(count)]
         ids = [task_id_in(t) for t in receipts(world)]
         assert len(set(ids)) == count + 1  # one receipt each, none doubled
+
+
+async def test_a_prompt_whose_new_task_id_is_taken_is_queued_under_another(
+    world: World, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import fleetgram.master.bot as master_bot
+
+    ids = iter(["t-22222", "t-33333"])
+    async with world.fleet(MAX_WORKERS=1) as fleet:
+        await world.open_chats(world.ada)
+        await keep_worker_busy(world, fleet)
+        taken = Task(id="t-22222", user_id=ADA, chat_id=ADA, prompt="earlier", title="earlier")
+        await fleet.store.create_task(taken)
+        monkeypatch.setattr(master_bot, "new_task_id", lambda: next(ids))
+        await world.ada.send(MASTER, "a prompt unlucky with its id")
+        receipt = await world.ada.wait_for(
+            MASTER, lambda m: m.text.startswith("🆕") and "unlucky" in m.text, 10)
+    assert task_id_in(receipt.text) == "t-33333"

@@ -15,6 +15,9 @@ from collections.abc import Iterator
 
 import pytest
 
+# The fixtures behind tests.tools.requiring: a missing system tool fails, never skips.
+pytest_plugins = ["tests.tools"]
+
 WATCHDOG_SECONDS = 150.0
 
 

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import shutil
 import socket
 import subprocess
 import urllib.request
@@ -32,16 +31,15 @@ from tests.e2e.harness import (
 from tests.emulators.claude_api import ClaudeEmulator
 from tests.emulators.telegram_api import TelegramEmulator
 from tests.test_chart import NS, RELEASE, VALUES, objects, render
+from tests.tools import requiring
 
 DASHBOARD = Path(__file__).parents[1] / "charts/fleetgram/dashboards/fleetgram.json"
 ALERTS = ["FleetgramBacklogStale", "FleetgramWorkersInError", "FleetgramTaskFailureRatio",
           "FleetgramClaudeCostPerHour"]
 JOB = f"{RELEASE}-fleetgram-master-metrics"  # the ServiceMonitor's job: the Service's name
 
-needs_promtool = pytest.mark.skipif(shutil.which("promtool") is None,
-                                    reason="promtool (Debian: prometheus) is not installed")
-needs_prometheus = pytest.mark.skipif(shutil.which("prometheus") is None,
-                                      reason="prometheus (Debian: prometheus) is not installed")
+needs_promtool = requiring("promtool")
+needs_prometheus = requiring("prometheus")
 
 
 def rule(**values: Any) -> dict[str, Any]:

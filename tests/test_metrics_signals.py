@@ -5,7 +5,6 @@ Claude and Telegram emulators; read from the process's Prometheus registry."""
 from __future__ import annotations
 
 import platform
-import shutil
 from collections.abc import AsyncIterator
 from pathlib import Path
 
@@ -30,6 +29,7 @@ from tests.e2e.harness import (
 )
 from tests.emulators.claude_api import ClaudeEmulator
 from tests.emulators.telegram_api import TelegramEmulator
+from tests.tools import requiring
 
 
 def sample(name: str, **labels: str) -> float:
@@ -92,7 +92,7 @@ async def test_a_chat_call_rate_limited_counts_as_error_429(world: World) -> Non
     assert claude_calls("error", "429") == limited + 1
 
 
-needs_cli = pytest.mark.skipif(shutil.which("git") is None, reason="agent mode needs git")
+needs_cli = requiring("git")
 
 
 @pytest.mark.e2e

@@ -36,6 +36,7 @@ from tests.emulators.agent_script import (
     tool_results,
     write,
 )
+from tests.tools import requiring
 
 pytestmark = pytest.mark.e2e
 
@@ -478,7 +479,6 @@ async def test_edits_mode_writes_without_asking_but_asks_before_a_command(
 async def test_a_session_whose_files_are_gone_starts_fresh_and_says_so(
     world: World, tmp_path: Path
 ) -> None:
-    import shutil
 
     install(world.claude,
             AgentStory("first visit", [say("Noted.")]),
@@ -600,9 +600,7 @@ async def test_an_image_the_agent_sends_comes_back_as_a_photo(
     assert "your plot, back" in photo.text
 
 
-@pytest.mark.skipif(shutil.which("bwrap") is None or shutil.which("socat") is None,
-                    reason="AGENT_SANDBOX needs bubblewrap and socat (scripts/test.sh installs "
-                           "them)")
+@requiring("bwrap", "socat")
 async def test_with_the_sandbox_a_command_cannot_read_another_workers_workspace(
     world: World, tmp_path: Path
 ) -> None:

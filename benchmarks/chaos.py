@@ -43,11 +43,11 @@ from typing import Any
 sys.path.append(str(Path(__file__).resolve().parent.parent))
 
 from fleetgram.domain import Task, TaskState
+from fleetgram.emulators.claude_api import ClaudeEmulator
+from fleetgram.emulators.telegram_api import TelegramEmulator
 from fleetgram.fleet import Fleet
 from fleetgram.store import open_store
 from tests.e2e.harness import ADA, MALLORY, MASTER, World, add_bots, worker_bot, worker_token
-from tests.emulators.claude_api import ClaudeEmulator
-from tests.emulators.telegram_api import TelegramEmulator
 from tests.faults import FaultyStore
 
 WORKERS = 3

@@ -21,10 +21,10 @@ from pathlib import Path
 sys.path.append(str(Path(__file__).resolve().parent.parent))
 
 from fleetgram.domain import Task, TaskState
+from fleetgram.emulators.claude_api import ClaudeEmulator
+from fleetgram.emulators.telegram_api import TelegramEmulator
 from fleetgram.store import open_store
 from tests.e2e.harness import ADA, World, add_bots
-from tests.emulators.claude_api import ClaudeEmulator
-from tests.emulators.telegram_api import TelegramEmulator
 
 
 async def run_fleet(tasks: int, workers: int, tps: float, db: str) -> float:

@@ -85,6 +85,14 @@ def token_secret(pool: Mapping[str, Any], index: int) -> tuple[str, str]:
     return entry["name"], entry.get("key") or "token"
 
 
+def service_account(pool: Mapping[str, Any], index: int) -> str | None:
+    """The ServiceAccount slot `index` runs as: its own (tokenSecrets[i].serviceAccountName,
+    so that the API server can tell the workers apart), else the template's shared one."""
+    entry = pool["spec"]["tokenSecrets"][index]
+    template = pool["spec"].get("template") or {}
+    return entry.get("serviceAccountName") or template.get("serviceAccountName") or None
+
+
 def worker_env(pool: Mapping[str, Any], slot: str, index: int) -> list[dict[str, Any]]:
     """template.env, then the slot's own settings (which win over same-named template ones)."""
     meta, spec = pool["metadata"], pool["spec"]
@@ -207,8 +215,9 @@ def pod_template(pool: Mapping[str, Any], slot: str, index: int) -> dict[str, An
     for field in _POD_FIELDS:
         if template.get(field):
             pod_spec[field] = copy.deepcopy(template[field])
-    if template.get("serviceAccountName"):
-        pod_spec["serviceAccountName"] = template["serviceAccountName"]
+    account = service_account(pool, index)
+    if account:
+        pod_spec["serviceAccountName"] = account
     if agent.is_agent(pool):
         # Only the worker container mounts the token (agent.service_account_volume), and the
         # agent container sees none of the worker's processes (nor their /proc/<pid>/environ).

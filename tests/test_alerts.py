@@ -18,6 +18,8 @@ import yaml
 
 from fleetgram import housekeeping, metrics
 from fleetgram.domain import TaskState
+from fleetgram.emulators.claude_api import ClaudeEmulator
+from fleetgram.emulators.telegram_api import TelegramEmulator
 from tests.e2e.harness import (
     ADA,
     API_KEY,
@@ -28,8 +30,6 @@ from tests.e2e.harness import (
     wait_until,
     worker_token,
 )
-from tests.emulators.claude_api import ClaudeEmulator
-from tests.emulators.telegram_api import TelegramEmulator
 from tests.test_chart import NS, RELEASE, VALUES, objects, render
 from tests.tools import requiring
 

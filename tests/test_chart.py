@@ -109,7 +109,8 @@ def test_every_builtin_object_validates_against_kubernetes_schemas(rendered):
     kinds = sorted({o['kind'] for o in rendered})
     assert kinds == ['ClusterRole', 'ClusterRoleBinding', 'ConfigMap', 'Deployment', 'Job',
                      'Role', 'RoleBinding', 'Secret', 'Service', 'ServiceAccount',
-                     'ServiceMonitor', 'WorkerPool']
+                     'ServiceMonitor', 'ValidatingAdmissionPolicy',
+                     'ValidatingAdmissionPolicyBinding', 'WorkerPool']
     for obj in rendered:
         if obj['kind'] in ('WorkerPool', 'ServiceMonitor'):
             continue  # custom resources: no bundled schema (WorkerPool: see the emulator test)
@@ -160,13 +161,15 @@ def test_secrets_and_the_workerpool_token_slots(rendered):
     assert 'tok-two' not in secrets and 'anthropic' not in secrets  # existing ones are reused
     (pool,) = by_kind(rendered, 'WorkerPool').values()
     assert pool['spec']['tokenSecrets'] == [
-        {'name': f'{RELEASE}-fleetgram-worker1-token', 'key': 'token'},
-        {'name': 'tok-two', 'key': 'bot'},
-        {'name': f'{RELEASE}-fleetgram-worker3-token', 'key': 'token'}]
+        {'name': f'{RELEASE}-fleetgram-worker1-token', 'key': 'token',
+         'serviceAccountName': f'{RELEASE}-fleetgram-worker-1'},
+        {'name': 'tok-two', 'key': 'bot', 'serviceAccountName': f'{RELEASE}-fleetgram-worker-2'},
+        {'name': f'{RELEASE}-fleetgram-worker3-token', 'key': 'token',
+         'serviceAccountName': f'{RELEASE}-fleetgram-worker-3'}]
     assert (pool['spec']['minWorkers'], pool['spec']['maxWorkers']) == (1, 3)
     template = pool['spec']['template']
     assert template['image'] == 'ghcr.io/fleetgram/fleetgram-worker:0.1.0'
-    assert template['serviceAccountName'] == f'{RELEASE}-fleetgram-worker'
+    assert 'serviceAccountName' not in template  # each slot runs as its own account
     assert {e['name'] for e in template['env']} >= {'TELEGRAM_API_URL', 'ALLOWED_USER_IDS',
                                                    'DATABASE_URL', 'ANTHROPIC_API_KEY'}
 

@@ -65,7 +65,7 @@ def test_fullname_override_names_every_object():
     assert set(by_kind(objs, 'Deployment')) == {'fleet-master', 'fleet-operator'}
     assert set(by_kind(objs, 'WorkerPool')) == {'fleet'}
     accounts = set(by_kind(objs, 'ServiceAccount'))
-    assert {'fleet-master', 'fleet-operator', 'fleet-worker'} <= accounts
+    assert {'fleet-master', 'fleet-operator', 'fleet-worker-1'} <= accounts
 
 
 def test_the_registry_prefixes_both_images_and_a_digest_wins_over_the_tag():
@@ -327,3 +327,29 @@ def test_extra_egress_is_added_to_every_policy():
 def test_the_policies_pass_helm_lint():
     report = helm.lint(CHART, values_with(NETPOL), strict=True, namespace=NS)
     assert report['errors'] == []
+
+
+def test_each_worker_slot_runs_as_its_own_service_account_bound_to_the_worker_role():
+    objs = objects(render(values_with('{}')))
+    (pool,) = by_kind(objs, 'WorkerPool').values()
+    slot_accounts = [s['serviceAccountName'] for s in pool['spec']['tokenSecrets']]
+    assert len(set(slot_accounts)) == len(slot_accounts) >= 2
+    assert set(slot_accounts) <= set(by_kind(objs, 'ServiceAccount'))
+    bound = {s['name'] for s in by_kind(objs, 'RoleBinding')[f'{FULL}-worker']['subjects']}
+    assert bound == set(slot_accounts)
+
+
+def test_the_worker_admission_policy_names_every_slot_and_can_be_turned_off():
+    objs = objects(render(values_with('{}')))
+    (policy,) = by_kind(objs, 'ValidatingAdmissionPolicy').values()
+    (binding,) = by_kind(objs, 'ValidatingAdmissionPolicyBinding').values()
+    assert binding['spec']['policyName'] == policy['metadata']['name']
+    assert binding['spec']['validationActions'] == ['Deny']
+    (pool,) = by_kind(objs, 'WorkerPool').values()
+    (condition,) = policy['spec']['matchConditions']
+    for slot in pool['spec']['tokenSecrets']:
+        assert f":{slot['serviceAccountName']}'" in condition['expression']
+    off = objects(render(values_with('rbac: {workerPolicy: false}')))
+    assert not by_kind(off, 'ValidatingAdmissionPolicy')
+    shared = objects(render(values_with('worker: {serviceAccount: {create: false, name: w}}')))
+    assert not by_kind(shared, 'ValidatingAdmissionPolicy')  # workers cannot be told apart

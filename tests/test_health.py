@@ -15,10 +15,10 @@ import pytest
 
 from fleetgram import cli
 from fleetgram.config import ConfigErrors, load_settings
+from fleetgram.emulators.claude_api import ClaudeEmulator
+from fleetgram.emulators.telegram_api import TelegramEmulator
 from fleetgram.health import Health
 from tests.e2e.harness import ADA, MALLORY, World, add_bots, fleet_env
-from tests.emulators.claude_api import ClaudeEmulator
-from tests.emulators.telegram_api import TelegramEmulator
 
 
 def get(port: int, path: str) -> tuple[int, str]:

@@ -15,6 +15,8 @@ from telegram.error import NetworkError
 
 from fleetgram.claude.runner import ClaudeRunner, UsageMeter, make_client
 from fleetgram.domain import TaskState
+from fleetgram.emulators.claude_api import ClaudeEmulator
+from fleetgram.emulators.telegram_api import TelegramEmulator
 from fleetgram.telegram.app import build_application
 from tests.e2e.agent_world import agent_overrides
 from tests.e2e.harness import (
@@ -27,8 +29,6 @@ from tests.e2e.harness import (
     add_bots,
     wait_task,
 )
-from tests.emulators.claude_api import ClaudeEmulator
-from tests.emulators.telegram_api import TelegramEmulator
 from tests.tools import requiring
 
 

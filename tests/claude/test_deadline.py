@@ -12,7 +12,7 @@ import pytest
 
 from fleetgram.claude.deadline import CallLimits, ClaudeDeadline, ClaudeStalled, within_limits
 from fleetgram.claude.runner import ClaudeRunner, UsageMeter, describe_error, is_prompt_too_long
-from tests.emulators.claude_api import ClaudeEmulator
+from fleetgram.emulators.claude_api import ClaudeEmulator
 
 KEY = "sk-ant-test-key-0001"
 

@@ -6,10 +6,10 @@ from typing import Any
 
 import pytest
 
+from fleetgram.emulators.claude_api import ClaudeEmulator
+from fleetgram.emulators.telegram_api import TelegramEmulator
 from tests.e2e.harness import ADA, MALLORY, World, add_bots
-from tests.emulators.claude_api import ClaudeEmulator
 from tests.emulators.kube_api import KubeEmulator
-from tests.emulators.telegram_api import TelegramEmulator
 from tests.pg import create_database_or_fail, drop_database
 
 
@@ -34,6 +34,8 @@ def kube_emulator(tmp_path: Path, monkeypatch: Any) -> Iterator[KubeEmulator]:
         denied = sorted({(a.user, a.verb, a.group, a.resource, a.subresource or "")
                          for a in emu.denials()})
         assert not denied, f"requests the chart's RBAC denied: {denied}"
+        refused = [d.message for d in emu.admission_denials()]
+        assert not refused, f"writes the chart's admission policy denied: {refused}"
     finally:
         emu.stop_sync()
 

@@ -48,10 +48,11 @@ INSTALL_ORDER = ("Namespace", "NetworkPolicy", "ServiceAccount", "Secret", "Conf
                  "ClusterRoleBinding", "Role", "RoleBinding", "Service", "Deployment", "Job")
 
 
-def values_file(world: World, tokens: int, scaling: dict[str, Any]) -> str:
+def values_file(world: World, tokens: int, scaling: dict[str, Any],
+                extra: dict[str, Any] | None = None) -> str:
     """my-values.yaml for this world: the emulators' URLs, `tokens` worker slots, the scaling
     settings given, and user ids as a platform engineer writes them (numbers, one of ten
-    digits)."""
+    digits); `extra` adds top-level sections (e.g. `worker`)."""
     return yaml.safe_dump({
         "telegram": {"allowedUserIds": [world.ada.user_id, TEN_DIGIT_USER],
                      "masterToken": {"value": MASTER_TOKEN},
@@ -62,6 +63,7 @@ def values_file(world: World, tokens: int, scaling: dict[str, Any]) -> str:
         "claude": {"model": "claude-sonnet-5-5", "maxTokens": 1024},
         "scaling": scaling,
         "metrics": {"enabled": False},
+        **(extra or {}),
     }, sort_keys=False)
 
 
@@ -95,6 +97,26 @@ def install(emu: KubeEmulator, objects: list[dict[str, Any]], namespace: str = N
         emu.create(obj, namespace=namespace if rt.namespaced else None)
 
 
+def hook_objects(objects: list[dict[str, Any]], hook: str) -> list[dict[str, Any]]:
+    """The chart's objects of one hook (e.g. pre-delete), in Helm's kind order."""
+    rank = {kind: i for i, kind in enumerate(INSTALL_ORDER)}
+    return sorted((o for o in objects if is_hook(o)
+                   and o["metadata"]["annotations"]["helm.sh/hook"] == hook),
+                  key=lambda o: rank.get(o["kind"], len(rank)))
+
+
+def uninstall(emu: KubeEmulator, objects: list[dict[str, Any]], namespace: str = NS) -> None:
+    """The end of `helm uninstall`, after its pre-delete hook: every object of the release
+    (hooks and CRDs aside) deleted, in the reverse of the install order."""
+    rank = {kind: i for i, kind in enumerate(INSTALL_ORDER)}
+    for obj in sorted((o for o in objects if not is_hook(o)),
+                      key=lambda o: -rank.get(o["kind"], len(rank))):
+        rt = emu.resource_type(obj["kind"])
+        ns = namespace if rt.namespaced else None
+        if emu.get(rt.plural, obj["metadata"]["name"], ns) is not None:
+            emu.delete(rt.plural, obj["metadata"]["name"], ns)
+
+
 def rendered_service_account(objects: list[dict[str, Any]], component: str) -> str:
     """The ServiceAccount the chart runs `component` (operator, master) as."""
     for obj in objects:
@@ -123,9 +145,9 @@ def user_of(service_account: str, namespace: str = NS) -> str:
 
 class Cluster:
     def __init__(self, emu: KubeEmulator, world: World, tokens: int = 3,
-                 **scaling: Any) -> None:
+                 values: dict[str, Any] | None = None, **scaling: Any) -> None:
         self.emu, self.world = emu, world
-        self.values = values_file(world, tokens, scaling)
+        self.values = values_file(world, tokens, scaling, values)
         self.objects = render_chart(self.values)
         install(emu, self.objects)
         self._dir = tempfile.TemporaryDirectory(prefix="fleetgram-cluster-")

@@ -1,6 +1,7 @@
-"""Kubernetes mode, agent workers: the real kopf operator against the emulated API server.
-A WorkerPool with `engine: agent` and a persistentVolumeClaim workspace gets one claim per
-slot, and each worker Deployment mounts its own claim at /workspace in two containers: the
+"""Kubernetes mode, agent workers, through the chart installed from a values file into the
+RBAC-enforcing emulated API server, with the real kopf operator running as its ServiceAccount.
+A values file with `worker.engine: agent` and a persistentVolumeClaim workspace gives one claim
+per slot, and each worker Deployment mounts its own claim at /workspace in two containers: the
 worker (with its secrets, the ServiceAccount token and the git credentials) and `agent`, the
 relay that runs the CLI with none of them (no pods run: the agent itself is tested on a single
 host; this is what the cluster must carry)."""
@@ -11,39 +12,39 @@ from typing import Any
 
 import pytest
 
-from fleetgram.operator.kubeapi import KubernetesApi
-from fleetgram.operator.main import build_registry
-from fleetgram.operator.reconcile import OperatorConfig
-from tests.emulators import kube_api
+from tests.cluster.harness import COMPONENT_LABEL, NS, Cluster
+from tests.e2e.harness import World
 from tests.emulators.kube_api import KubeEmulator
-from tests.operator.harness import NS, OperatorThread, make_pool, make_secrets
 
-pytestmark = pytest.mark.k8s
-
-kube_emulator = kube_api.kube_emulator  # no chart installed, no RBAC: the operator alone
+pytestmark = [pytest.mark.k8s, pytest.mark.postgres]
 
 SLOTS = ("worker1", "worker2")
 SA_MOUNT = "/var/run/secrets/kubernetes.io/serviceaccount"
+AGENT_VALUES = {"worker": {
+    "engine": "agent",
+    "agent": {"permissionMode": "edits", "taskBudgetUSD": 2.5},
+    "workspace": {"type": "persistentVolumeClaim", "size": "20Gi",
+                  "repo": "https://git.example/team/app.git", "repoSecret": "app-git"},
+}}
 
 
 def live(emu: KubeEmulator, plural: str) -> dict[str, dict[str, Any]]:
+    """Objects not being deleted; of Deployments, the operator's worker ones only."""
     return {o["metadata"]["name"]: o for o in emu.objects(plural, NS)
-            if not o["metadata"].get("deletionTimestamp")}
+            if not o["metadata"].get("deletionTimestamp")
+            and (plural != "deployments"
+                 or (o["metadata"].get("labels") or {}).get(COMPONENT_LABEL) == "worker")}
 
 
-def test_an_agent_pool_gets_a_claim_per_slot_mounted_at_workspace(
-        kube_emulator: KubeEmulator) -> None:
+async def test_an_agent_pool_gets_a_claim_per_slot_mounted_at_workspace(
+        kube_emulator: KubeEmulator, world: World) -> None:
     emu = kube_emulator
-    make_secrets(emu, 2)
-    pool = make_pool(emu, 2, minWorkers=2, maxWorkers=2, scaleUpThreshold=0, engine="agent",
-                     agent={"permissionMode": "edits", "taskBudgetUSD": 2.5},
-                     workspace={"type": "persistentVolumeClaim", "size": "20Gi",
-                                "repo": "https://git.example/team/app.git",
-                                "repoSecret": "app-git"})
-    registry, _ = build_registry(KubernetesApi(), config=OperatorConfig(interval=0.2))
-    with OperatorThread(registry):
-        emu.wait_for_sync(lambda: len(live(emu, "deployments")) == 2
-                          and len(live(emu, "persistentvolumeclaims")) == 2, 20)
+    cluster = Cluster(emu, world, tokens=2, values=AGENT_VALUES, minWorkers=2, maxWorkers=2,
+                      scaleUpThreshold=0)
+    pool = emu.get("workerpools", "fleetgram", NS)
+    with cluster.operator():
+        await emu.wait_for(lambda: len(live(emu, "deployments")) == 2
+                           and len(live(emu, "persistentvolumeclaims")) == 2, 20)
         claims = live(emu, "persistentvolumeclaims")
         assert sorted(claims) == [f"fleetgram-{s}-workspace" for s in SLOTS]
         for claim in claims.values():
@@ -52,6 +53,7 @@ def test_an_agent_pool_gets_a_claim_per_slot_mounted_at_workspace(
         for slot in SLOTS:
             pod = live(emu, "deployments")[f"fleetgram-{slot}"]["spec"]["template"]["spec"]
             assert pod["automountServiceAccountToken"] is False
+            assert pod["serviceAccountName"] == f"fleetgram-worker-{slot[-1]}"  # its own
             containers = {c["name"]: c for c in pod["containers"]}
             assert list(containers) == ["worker", "agent"]
             worker, agent = containers["worker"], containers["agent"]
@@ -81,5 +83,5 @@ def test_an_agent_pool_gets_a_claim_per_slot_mounted_at_workspace(
         assert sorted(created) == sorted(claims)  # each made once, over many rounds
 
         emu.delete("workerpools", "fleetgram", NS)
-        emu.wait_for_sync(lambda: not live(emu, "persistentvolumeclaims")
-                          and not live(emu, "deployments"), 10)
+        await emu.wait_for(lambda: not live(emu, "persistentvolumeclaims")
+                           and not live(emu, "deployments"), 10)

@@ -5,9 +5,9 @@ from pathlib import Path
 
 import pytest
 
+from fleetgram.emulators.claude_api import ClaudeEmulator
+from fleetgram.emulators.telegram_api import TelegramEmulator
 from tests.e2e.harness import ADA, MALLORY, World, add_bots
-from tests.emulators.claude_api import ClaudeEmulator
-from tests.emulators.telegram_api import TelegramEmulator
 from tests.pg import create_database_or_fail, drop_database
 
 

@@ -15,10 +15,10 @@ from typing import Any
 
 from fleetgram.config import Settings, load_settings
 from fleetgram.domain import Task, TaskState
+from fleetgram.emulators.claude_api import ClaudeEmulator
+from fleetgram.emulators.telegram_api import SimUser, TelegramEmulator
 from fleetgram.fleet import Fleet
 from fleetgram.store import open_store
-from tests.emulators.claude_api import ClaudeEmulator
-from tests.emulators.telegram_api import SimUser, TelegramEmulator
 
 MASTER = "fleet_master_bot"
 MASTER_TOKEN = "1000:master-token-abcdef"

@@ -1,4 +1,4 @@
-"""Scripted Claude Code stories for the Claude emulator (tests/emulators/claude_api.py).
+"""Scripted Claude Code stories for the Claude emulator (fleetgram/emulators/claude_api.py).
 
 The real Claude Code CLI (bundled in claude-agent-sdk) is pointed at the emulator; a story
 answers its requests one step at a time: a tool call to make, or the final text::
@@ -40,7 +40,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from tests.emulators.claude_api import ClaudeEmulator, Reply
+from fleetgram.emulators.claude_api import ClaudeEmulator, Reply
 
 __all__ = [
     "AgentStory",

@@ -23,6 +23,7 @@ import asyncio
 import base64
 import bisect
 import contextlib
+import contextvars
 import copy
 import dataclasses
 import datetime
@@ -42,6 +43,8 @@ import attrs
 import kmock
 import pytest
 import yaml
+
+from tests.emulators import kube_admission
 
 __all__ = [
     'ApiError',
@@ -916,15 +919,30 @@ ADMIN_USER = 'kubernetes-admin'
 ANONYMOUS_USER = 'system:anonymous'
 
 
+ADMISSION_GROUP = 'admissionregistration.k8s.io'
+
+
 def _rbac_types() -> list[ResourceType]:
-    """The rbac.authorization.k8s.io/v1 API (served with ``rbac=True``)."""
+    """The rbac.authorization.k8s.io/v1 API and ValidatingAdmissionPolicy (GA in 1.30),
+    served with ``rbac=True``."""
     return [
+        ResourceType(ADMISSION_GROUP, 'v1', 'validatingadmissionpolicies',
+                     'ValidatingAdmissionPolicy', False, 'validatingadmissionpolicy',
+                     subresources=frozenset({'status'}), generation=True),
+        ResourceType(ADMISSION_GROUP, 'v1', 'validatingadmissionpolicybindings',
+                     'ValidatingAdmissionPolicyBinding', False,
+                     'validatingadmissionpolicybinding', generation=True),
         ResourceType(RBAC_GROUP, 'v1', 'roles', 'Role', True, 'role'),
         ResourceType(RBAC_GROUP, 'v1', 'rolebindings', 'RoleBinding', True, 'rolebinding'),
         ResourceType(RBAC_GROUP, 'v1', 'clusterroles', 'ClusterRole', False, 'clusterrole'),
         ResourceType(RBAC_GROUP, 'v1', 'clusterrolebindings', 'ClusterRoleBinding', False,
                      'clusterrolebinding'),
     ]
+
+
+# Who sends the request being served (rbac=True); None for the emulator's own Python calls.
+_REQUEST_USER: contextvars.ContextVar[UserInfo | None] = contextvars.ContextVar(
+    'kube_emulator_request_user', default=None)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -1151,6 +1169,7 @@ class KubeEmulator:
         self.rbac = rbac
         self._sa_tokens: dict[str, tuple[str, str]] = {}
         self._authorizations: list[AuthorizationRecord] = []
+        self._admission_denials: list[kube_admission.Denial] = []
         self._types: dict[str, ResourceType] = {}
         self._store: dict[str, dict[tuple[str | None, str], dict]] = {}
         self._rv = 0
@@ -1343,6 +1362,17 @@ class KubeEmulator:
 
     def denials(self) -> list[AuthorizationRecord]:
         return [a for a in self.authorizations if not a.allowed]
+
+    def admission_denials(self) -> list[kube_admission.Denial]:
+        """Every write a ValidatingAdmissionPolicy denied so far, in order."""
+        with self._lock:
+            return list(self._admission_denials)
+
+    def take_admission_denials(self) -> list[kube_admission.Denial]:
+        """The denials so far, forgotten (a test that meant to be refused takes its own)."""
+        with self._lock:
+            taken, self._admission_denials = self._admission_denials, []
+            return taken
 
     def _applies_to(self, subject: Mapping[str, Any], user: UserInfo,
                     binding_namespace: str | None) -> bool:
@@ -1790,6 +1820,31 @@ class KubeEmulator:
         if causes:
             raise _invalid(rt, name, causes)
 
+    def _admit_policies(self, rt: ResourceType, operation: str, subresource: str | None,
+                        ns: str | None, name: str, obj: dict | None, old: dict | None) -> None:
+        """ValidatingAdmissionPolicy (see kube_admission), for requests of an authenticated
+        user (rbac=True); the emulator's own calls are not admission-checked."""
+        user = _REQUEST_USER.get()
+        if user is None or not self.rbac:
+            return
+        policies = list(self._store.get(
+            f'{ADMISSION_GROUP}/v1/validatingadmissionpolicies', {}).values())
+        if not policies:
+            return
+        bindings = list(self._store.get(
+            f'{ADMISSION_GROUP}/v1/validatingadmissionpolicybindings', {}).values())
+        namespace_obj = self._store['v1/namespaces'].get((None, ns)) if ns else None
+        request = kube_admission.AdmissionRequest(
+            operation=operation, group=rt.group, version=rt.version, resource=rt.plural,
+            subresource=subresource, namespace=ns, name=name, username=user.name,
+            groups=user.groups, obj=copy.deepcopy(obj), old=copy.deepcopy(old),
+            namespace_labels=((namespace_obj or {}).get('metadata') or {}).get('labels'))
+        denial = kube_admission.admit(policies, bindings, request)
+        if denial is not None:
+            with self._lock:
+                self._admission_denials.append(denial)
+            raise ApiError(denial.code, denial.reason, denial.message, _details(rt, name))
+
     def _create(self, rt: ResourceType, ns: str | None, body: Any, *, dry_run: bool = False,
                 field_validation: str = 'Warn') -> tuple[dict, list[str]]:
         if not isinstance(body, dict):
@@ -1845,6 +1900,7 @@ class KubeEmulator:
             obj['status'] = {'phase': 'Active'}
             meta.setdefault('labels', {})['kubernetes.io/metadata.name'] = name
         self._admit_schema(rt, obj, None, name, warnings, field_validation)
+        self._admit_policies(rt, 'CREATE', None, ns, name, obj, None)
         if rt.key == 'apiextensions.k8s.io/v1/customresourcedefinitions':
             try:
                 new_type = _crd_to_type(obj)
@@ -1990,6 +2046,7 @@ class KubeEmulator:
                         f'deleted, found new finalizers {json.dumps(sorted(added))}')])
         new['metadata']['resourceVersion'] = current_rv
         self._admit_schema(rt, new, old, name, warnings, field_validation)
+        self._admit_policies(rt, 'UPDATE', subresource, ns, name, new, old)
         if rt.key == 'apiextensions.k8s.io/v1/customresourcedefinitions' and subresource is None:
             try:
                 new_type = _crd_to_type(new)
@@ -2286,6 +2343,7 @@ class KubeEmulator:
                     raise ApiError(401, 'Unauthorized', 'Unauthorized')
                 record.user = user.name
                 self._authorize(user, record, route, params)
+                _REQUEST_USER.set(user)
             except ApiError as e:
                 record.status = e.code
                 return aiohttp.web.json_response(e.status(), status=e.code)

@@ -18,6 +18,7 @@ from claude_agent_sdk import (
     ResultMessage,
 )
 
+from fleetgram.emulators.claude_api import ClaudeEmulator
 from tests.emulators.agent_script import (
     AgentStory,
     bash,
@@ -28,7 +29,6 @@ from tests.emulators.agent_script import (
     tool_results,
     write,
 )
-from tests.emulators.claude_api import ClaudeEmulator
 
 pytestmark = pytest.mark.timeout(60)
 e2e = pytest.mark.e2e  # the tests that run the real CLI

@@ -10,7 +10,7 @@ import anthropic
 import pytest
 from anthropic.types import Message, MessageParam
 
-from tests.emulators.claude_api import ClaudeEmulator, count_tokens, tokenize
+from fleetgram.emulators.claude_api import ClaudeEmulator, count_tokens, tokenize
 
 MODEL = "claude-sonnet-5-5"
 

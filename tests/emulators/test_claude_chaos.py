@@ -15,7 +15,7 @@ import httpx2  # the SDK's HTTP client: its errors surface unwrapped once a stre
 import pytest
 from anthropic.types import MessageParam
 
-from tests.emulators.claude_api import ClaudeEmulator
+from fleetgram.emulators.claude_api import ClaudeEmulator
 
 MODEL = "claude-sonnet-5-5"
 ANSWER = "one two six ten"  # four tokens: "one", " two", " six", " ten"

@@ -6,7 +6,7 @@ from __future__ import annotations
 import anthropic
 import pytest
 
-from tests.emulators.claude_api import ClaudeEmulator
+from fleetgram.emulators.claude_api import ClaudeEmulator
 
 TOKEN = "sk-ant-oat01-test-token"
 

@@ -37,7 +37,7 @@ from telegram.ext import (
     filters,
 )
 
-from tests.emulators.telegram_api import TelegramEmulator
+from fleetgram.emulators.telegram_api import TelegramEmulator
 
 # PTB warns about RetryAfter.retry_after becoming a timedelta whenever it builds one.
 pytestmark = pytest.mark.filterwarnings("ignore:Deprecated since version v22.2")

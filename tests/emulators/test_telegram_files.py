@@ -11,7 +11,7 @@ import pytest
 from telegram import Bot, InputFile
 from telegram.error import BadRequest, NetworkError
 
-from tests.emulators.telegram_api import TelegramEmulator
+from fleetgram.emulators.telegram_api import TelegramEmulator
 
 TOKEN = "123456:TEST-token"
 BOT = "test_bot"

@@ -14,7 +14,7 @@ from telegram.error import BadRequest, Forbidden, RetryAfter
 from telegram.ext import ApplicationBuilder, CallbackQueryHandler, ContextTypes, MessageHandler
 from telegram.ext import filters as f
 
-from tests.emulators.telegram_api import TelegramEmulator
+from fleetgram.emulators.telegram_api import TelegramEmulator
 
 TOKEN = "123456:TEST-token"
 OTHER_TOKEN = "654321:OTHER-token"

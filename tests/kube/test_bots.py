@@ -14,15 +14,15 @@ import pytest
 
 from fleetgram.config import Settings
 from fleetgram.domain import TaskState, WorkerSlot
+from fleetgram.emulators.claude_api import ClaudeEmulator
+from fleetgram.emulators.telegram_api import TelegramEmulator
 from fleetgram.fleet import Fleet, runner_factory
 from fleetgram.kube.objects import LABEL_PHASE, LABEL_WORKER, lease_name, task_of
 from fleetgram.kube.queue import ClusterStore
 from fleetgram.store import open_store
 from fleetgram.worker.bot import WorkerBot
 from tests.e2e.harness import ADA, MALLORY, MASTER, World, add_bots, worker_bot
-from tests.emulators.claude_api import ClaudeEmulator
 from tests.emulators.kube_api import KubeEmulator
-from tests.emulators.telegram_api import TelegramEmulator
 from tests.kube.support import NS, POOL, assign, bottask, create_pool
 
 pytestmark = [pytest.mark.k8s, pytest.mark.e2e]

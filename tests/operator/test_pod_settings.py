@@ -150,3 +150,13 @@ def test_a_change_of_pod_settings_changes_the_template_hash() -> None:
     after = manifest(nodeSelector={"disk": "ssd"})["metadata"]["annotations"][
         ANNOTATION_TEMPLATE_HASH]
     assert before != after  # the operator restarts each worker, once idle, with the new pod
+
+
+def test_a_slot_with_its_own_service_account_runs_as_it_and_others_as_the_templates() -> None:
+    body = pool(3, template={"image": IMAGE, "serviceAccountName": "shared"})
+    body["spec"]["tokenSecrets"][1]["serviceAccountName"] = "fleet-worker-2"
+    assert pod_of(deployment_manifest(body, "worker2", 1, NOW))["serviceAccountName"] == \
+        "fleet-worker-2"
+    assert pod_of(deployment_manifest(body, "worker1", 0, NOW))["serviceAccountName"] == "shared"
+    del body["spec"]["template"]["serviceAccountName"]
+    assert "serviceAccountName" not in pod_of(deployment_manifest(body, "worker1", 0, NOW))

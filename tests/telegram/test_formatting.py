@@ -330,7 +330,7 @@ def test_conversion_never_makes_the_visible_text_longer_than_the_markdown() -> N
 
 def test_telegrams_own_html_parser_accepts_the_output() -> None:
     """Cross-check with the emulator's port of tdlib's parser (same text as visible_text)."""
-    from tests.emulators import telegram_api as emulator
+    from fleetgram.emulators import telegram_api as emulator
 
     parse_html = emulator._parse_html
     rng = random.Random(99)

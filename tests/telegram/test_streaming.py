@@ -12,8 +12,8 @@ from collections.abc import AsyncIterator
 import pytest
 import telegram
 
+from fleetgram.emulators.telegram_api import ChatMessage, SimUser, TelegramEmulator
 from fleetgram.telegram.streaming import ChatUnavailable, StreamingReply
-from tests.emulators.telegram_api import ChatMessage, SimUser, TelegramEmulator
 
 TOKEN = "700001:streaming-test-token"
 BOT = "worker1_bot"

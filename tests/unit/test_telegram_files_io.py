@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 from telegram import Bot, Chat, Document, Message, Update
 
+from fleetgram.emulators.telegram_api import SimUser, TelegramEmulator
 from fleetgram.telegram.files import (
     EMPTY_PROMPT,
     AttachmentRefused,
@@ -22,7 +23,6 @@ from fleetgram.telegram.files import (
     safe_name,
     save_files,
 )
-from tests.emulators.telegram_api import SimUser, TelegramEmulator
 from tests.emulators.test_telegram_files import png
 
 pytestmark = pytest.mark.filterwarnings("ignore:Deprecated since version v22.2")

@@ -13,6 +13,7 @@ from dataclasses import dataclass
 import pytest
 from telegram.ext import Application, ApplicationBuilder
 
+from fleetgram.emulators.telegram_api import ChatMessage, SimUser, TelegramEmulator
 from fleetgram.engines.base import ApprovalChoice
 from fleetgram.worker.approvals import (
     ALREADY_ANSWERED,
@@ -21,7 +22,6 @@ from fleetgram.worker.approvals import (
     Approvals,
     outcome_line,
 )
-from tests.emulators.telegram_api import ChatMessage, SimUser, TelegramEmulator
 
 # PTB warns about RetryAfter.retry_after becoming a timedelta whenever it builds one.
 pytestmark = pytest.mark.filterwarnings("ignore:Deprecated since version v22.2")

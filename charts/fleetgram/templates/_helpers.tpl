@@ -96,6 +96,25 @@ Call with (dict "ctx" $ "component" "master"|"operator"|"worker"). */}}
 {{- end -}}
 {{- end -}}
 
+{{/* Whether each worker slot runs as a ServiceAccount of its own (the chart creates the worker
+accounts): then RBAC and the worker admission policy can tell the workers apart. */}}
+{{- define "fleetgram.workerAccountPerSlot" -}}
+{{- $sa := .Values.worker.serviceAccount | default dict -}}
+{{- if (hasKey $sa "create" | ternary $sa.create true) -}}true{{- end -}}
+{{- end -}}
+
+{{/* The ServiceAccount of worker slot i (0-based): <worker account>-<i+1> when the chart creates
+the worker accounts (one per slot), else the one shared account.
+Call with (dict "ctx" $ "i" $i). */}}
+{{- define "fleetgram.workerSlotAccount" -}}
+{{- $base := include "fleetgram.serviceAccountName" (dict "ctx" .ctx "component" "worker") -}}
+{{- if include "fleetgram.workerAccountPerSlot" .ctx -}}
+{{- printf "%s-%d" $base (add1 .i) | trunc 63 | trimSuffix "-" -}}
+{{- else -}}
+{{- $base -}}
+{{- end -}}
+{{- end -}}
+
 {{/* The port of a URL: its own, or 443 for https and 80 for http. */}}
 {{- define "fleetgram.urlPort" -}}
 {{- $url := urlParse . -}}

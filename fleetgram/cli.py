@@ -1,4 +1,4 @@
-"""`fleetgram` command line: up | master | worker | operator | check | uninstall-fleet."""
+"""`fleetgram` command line: up | master | worker | operator | check | uninstall-fleet | demo."""
 
 from __future__ import annotations
 
@@ -54,6 +54,14 @@ def _parser() -> argparse.ArgumentParser:
     uninstall.add_arguments(sub.add_parser(
         "uninstall-fleet", help="delete the WorkerPool and wait for its workers to go (the "
                                 "chart's pre-delete hook; needs only the API server)"))
+    demo = sub.add_parser(
+        "demo", help="see it work without any token: the fleet against emulated Telegram "
+                     "(and Claude, unless ANTHROPIC_API_KEY is set) on a local web page")
+    demo.add_argument("--host", default="127.0.0.1", help="address of the page "
+                                                          "(default: 127.0.0.1)")
+    demo.add_argument("--port", type=int, default=8080, help="port of the page (default: 8080)")
+    demo.add_argument("--workers", type=int, default=3, choices=range(1, 10), metavar="N",
+                      help="worker bots, 1-9 (default: 3)")
     check = sub.add_parser(
         "check", parents=[env_file],
         help="validate the configuration, reach the database, and exit (0 when all is well)",
@@ -196,6 +204,8 @@ def main(argv: list[str] | None = None) -> int:
         from fleetgram import uninstall
 
         return uninstall.main(args)
+    if args.command == "demo":  # no settings: the demo makes its own (no .env is read)
+        return _demo(args.host, args.port, args.workers)
     explicit = args.env_file is not None
     try:
         env = read_env(Path(args.env_file or DEFAULT_ENV_FILE), required=explicit)
@@ -252,6 +262,17 @@ def _health(port: int) -> Any:
                     port, exc.strerror or type(exc).__name__)
         return None
     return health
+
+
+def _demo(host: str, port: int, workers: int) -> int:
+    from fleetgram.demo.run import demo_from_environment
+
+    demo = demo_from_environment(host, port, workers)
+    # Quiet by default (the page is the show); LOG_LEVEL=INFO or DEBUG to see the fleet work.
+    level = os.environ.get("LOG_LEVEL", "").strip().upper()
+    logs.configure(level if level in ("DEBUG", "INFO", "ERROR") else "WARNING",
+                   demo.world.log_secrets)
+    return _run(demo, demo.world.log_secrets)
 
 
 def _agent_relay(address: str, cli: str | None) -> int:

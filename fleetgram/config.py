@@ -97,6 +97,7 @@ class Settings:
     heartbeat_interval: float = 5.0
     poll_interval: float = 0.5
     stream_edit_interval: float = 1.0
+    stream_drafts: bool = True  # private chats stream with sendMessageDraft (Bot API 9.5+)
     # Per-user limits: pending tasks at once, and prompts accepted per minute.
     max_pending_per_user: int = 20
     prompts_per_minute: int = 20
@@ -104,6 +105,11 @@ class Settings:
     retention_days: float = 30.0
     # Messages of one paste that a Telegram app split arrive within this many seconds.
     paste_merge_window: float = 1.5
+    # Voice notes: an OpenAI-compatible transcription endpoint (fleetgram.transcribe).
+    transcribe_url: str | None = None
+    transcribe_api_key: str | None = None
+    transcribe_model: str = "whisper-1"
+    transcribe_timeout: float = 60.0
     # How often the orchestrator looks for messages waiting in stopped workers' chats.
     stopped_worker_poll: float = 5.0
     database_url: str = "sqlite:///fleetgram.sqlite3"
@@ -133,6 +139,12 @@ class Settings:
     agent_cli_path: str | None = None  # default: the CLI bundled in claude-agent-sdk
     # host:port of `fleetgram agent-relay`: the CLI runs there (Kubernetes: the agent container)
     agent_relay: str | None = None
+    # Daily spending budgets (fleetgram.budget): dollars a user may spend per day in
+    # BUDGET_TIMEZONE (None: no budget), per-user overrides, and who sees the fleet's usage.
+    user_daily_budget_usd: float | None = None
+    user_budgets_usd: Mapping[int, float | None] = field(default_factory=dict)
+    admin_user_ids: frozenset[int] = frozenset()
+    budget_timezone: str = "UTC"
     extra: Mapping[str, str] = field(default_factory=dict)
 
     def workspace_for(self, slot: str) -> Path:
@@ -170,6 +182,17 @@ def _int(env: Mapping[str, str], name: str, default: int, *, minimum: int | None
     if maximum is not None and value > maximum:
         raise ConfigError(name, f"must be at most {maximum}, got {value}")
     return value
+
+
+def _switch(env: Mapping[str, str], name: str, default: bool) -> bool:
+    raw = env.get(name, "").strip().lower()
+    if not raw:
+        return default
+    if raw in {"1", "true", "yes", "on"}:
+        return True
+    if raw in {"0", "false", "no", "off"}:
+        return False
+    raise ConfigError(name, f"must be 1 or 0, got {raw!r}")
 
 
 def _float(env: Mapping[str, str], name: str, default: float, *, minimum: float = 0.0,
@@ -306,6 +329,7 @@ def load_settings(
         c.add("CLAUDE_CODE_OAUTH_TOKEN", "is used by WORKER_ENGINE=agent only; "
                                          "the chat engine needs ANTHROPIC_API_KEY")
     agent = _agent_settings(env, c)
+    budgets = _budget_settings(env, c, allowed)
     if engine == EngineKind.AGENT and need_workers:  # the master and operator run no agent
         _check_agent_installed(agent, c)
 
@@ -330,6 +354,8 @@ def load_settings(
         ("http://", "https://")
     ):
         c.add("ANTHROPIC_BASE_URL", "must be an http(s) URL")
+
+    transcribe = _transcribe_settings(env, c)
 
     mode_raw = env.get("FLEETGRAM_MODE", "").strip().lower() or "single"
     mode = Mode.SINGLE
@@ -374,6 +400,7 @@ def load_settings(
         poll_interval=c.get(lambda: _float(env, "POLL_INTERVAL", 0.5, minimum=0.01), 0.5),
         stream_edit_interval=c.get(
             lambda: _float(env, "STREAM_EDIT_INTERVAL", 1.0, minimum=0.05), 1.0),
+        stream_drafts=c.get(lambda: _switch(env, "STREAM_DRAFTS", True), True),
         max_pending_per_user=c.get(lambda: _int(env, "MAX_PENDING_PER_USER", 20, minimum=1), 20),
         prompts_per_minute=c.get(lambda: _int(env, "PROMPTS_PER_MINUTE", 20, minimum=1), 20),
         retention_days=c.get(lambda: _float(env, "RETENTION_DAYS", 30.0, minimum=0.01,
@@ -410,7 +437,27 @@ def load_settings(
         worker_engine=engine,
         claude_code_oauth_token=oauth,
         **agent,  # type: ignore[arg-type]
+        **transcribe,  # type: ignore[arg-type]
+        **budgets,  # type: ignore[arg-type]
         **settings,  # type: ignore[arg-type]
+    )
+
+
+def _transcribe_settings(env: Mapping[str, str], c: _Collector) -> dict[str, object]:
+    """TRANSCRIBE_*: voice notes are transcribed when TRANSCRIBE_URL is set."""
+    url = env.get("TRANSCRIBE_URL", "").strip() or None
+    key = env.get("TRANSCRIBE_API_KEY", "").strip() or None
+    if url is not None and not url.startswith(("http://", "https://")):
+        c.add("TRANSCRIBE_URL", "must be an http(s) URL (the base of /v1/audio/transcriptions)")
+    if key is not None and url is None:
+        c.add("TRANSCRIBE_API_KEY", "is set but TRANSCRIBE_URL is not; set both to transcribe "
+                                    "voice notes")
+    return dict(
+        transcribe_url=url,
+        transcribe_api_key=key,
+        transcribe_model=env.get("TRANSCRIBE_MODEL", "").strip() or "whisper-1",
+        transcribe_timeout=c.get(
+            lambda: _float(env, "TRANSCRIBE_TIMEOUT", 60.0, minimum=1.0), 60.0),
     )
 
 
@@ -481,6 +528,50 @@ def _agent_settings(env: Mapping[str, str], c: _Collector) -> dict[str, object]:
         agent_sandbox=sandbox_raw in {"1", "true", "yes"},
         agent_cli_path=env.get("AGENT_CLI_PATH", "").strip() or None,
     )
+
+
+def _budget_settings(env: Mapping[str, str], c: _Collector,
+                     allowed: frozenset[int]) -> dict[str, object]:
+    """USER_DAILY_BUDGET_USD, USER_BUDGETS_USD, ADMIN_USER_IDS and BUDGET_TIMEZONE."""
+    from fleetgram import budget
+
+    default: float | None = None
+    default_raw = env.get("USER_DAILY_BUDGET_USD", "").strip()
+    if default_raw:
+        try:
+            default = budget.parse_amount(default_raw, "the value")
+        except ValueError:
+            c.add("USER_DAILY_BUDGET_USD", "must be an amount in US dollars a day of at least "
+                                           f"0, such as 5 or 0.50, got {default_raw!r}")
+    overrides: dict[int, float | None] = {}
+    try:
+        overrides = budget.parse_user_budgets(env.get("USER_BUDGETS_USD", ""))
+    except ValueError as exc:
+        c.add("USER_BUDGETS_USD", f"{exc} (comma-separated user_id:dollars, e.g. 111:5,222:0.5)")
+    strangers = sorted(set(overrides) - allowed) if allowed else []
+    if strangers:
+        c.add("USER_BUDGETS_USD", f"user(s) {', '.join(map(str, strangers))} are not in "
+                                  "ALLOWED_USER_IDS")
+    admins: set[int] = set()
+    for part in (p.strip() for p in env.get("ADMIN_USER_IDS", "").split(",")):
+        if not part:
+            continue
+        try:
+            admins.add(int(part))
+        except ValueError:
+            c.add("ADMIN_USER_IDS", f"{part!r} is not a numeric user id")
+    outsiders = sorted(admins - allowed) if allowed else []
+    if outsiders:
+        c.add("ADMIN_USER_IDS", f"user(s) {', '.join(map(str, outsiders))} are not in "
+                                "ALLOWED_USER_IDS (an admin must be a served user)")
+    timezone = env.get("BUDGET_TIMEZONE", "").strip() or "UTC"
+    try:
+        budget.zone(timezone)
+    except ValueError as exc:
+        c.add("BUDGET_TIMEZONE", str(exc))
+        timezone = "UTC"
+    return dict(user_daily_budget_usd=default, user_budgets_usd=overrides,
+                admin_user_ids=frozenset(admins), budget_timezone=timezone)
 
 
 def _allowed_users(env: Mapping[str, str]) -> frozenset[int]:

@@ -20,7 +20,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 
-from telegram import Bot, InlineKeyboardButton, InlineKeyboardMarkup, Update
+from telegram import Bot, InlineKeyboardButton, InlineKeyboardMarkup, Message, Update
 from telegram.constants import ChatType, ParseMode
 from telegram.ext import (
     Application,
@@ -49,6 +49,7 @@ from fleetgram.domain import (
 from fleetgram.intake import Part, SlidingWindow, Stamper, clean_text, continues, join_parts
 from fleetgram.intake import may_continue as may_continue_paste
 from fleetgram.master.outbox import Outbox, Outgoing
+from fleetgram.master.usage import usage_text, with_usage_command, with_usage_help
 from fleetgram.master.views import (
     HELP,
     MASTER_COMMANDS,
@@ -68,6 +69,7 @@ from fleetgram.parsing import (
     parse_task_id,
 )
 from fleetgram.policy import worker_state
+from fleetgram.spend import intake_refusal
 from fleetgram.store import DuplicateTaskError
 from fleetgram.store.base import CancelOutcome, Store, UnstorableText
 from fleetgram.telegram.app import (
@@ -86,6 +88,7 @@ from fleetgram.telegram.files import (
     incoming_of,
 )
 from fleetgram.telegram.formatting import markdown_to_html
+from fleetgram.telegram.media import ChatMedia
 from fleetgram.telegram.splitting import split_for_telegram
 
 log = logging.getLogger(__name__)
@@ -94,10 +97,7 @@ _ACTIVE = [TaskState.ASSIGNED, TaskState.RUNNING]
 _PENDING = [TaskState.PENDING]
 
 GROUP_REFUSAL = "I work in private chats; write to me directly."
-UNSUPPORTED = (
-    "I take text prompts only: photos, documents, voice notes, videos and stickers are not "
-    "supported yet. Send your prompt as a text message."
-)
+UNSUPPORTED = "I could not read a file in that message; send it again, or as text."
 ID_ATTEMPTS = 3  # fresh task ids tried when one is already taken
 NOT_QUEUED = (
     "⚠️ I could not save that prompt: the database did not accept it. Nothing was queued; "
@@ -169,6 +169,7 @@ class MasterBot:
         add(CommandHandler("workers", self._on_workers, filters=only_new))
         add(CommandHandler("cancel", self._on_cancel, filters=only_new))
         add(CommandHandler("urgent", self._on_urgent, filters=only_new))
+        add(CommandHandler("usage", self._on_usage, filters=only_new))
         add(CallbackQueryHandler(self._on_cancel_button, pattern=r"^cancel:"))
         add(CallbackQueryHandler(self._on_unknown_button))
         add(MessageHandler(only_new & filters.TEXT & ~filters.COMMAND, self._on_text))
@@ -176,15 +177,20 @@ class MasterBot:
         if settings.worker_engine == EngineKind.AGENT:  # the agent reads them in its workspace
             add(MessageHandler(only_new & (filters.PHOTO | filters.Document.ALL),
                                self._on_files))
-        add(MessageHandler(only_new, self._on_unsupported))
+        # Chat mode: photos, documents and albums become tasks; both modes: voice notes, and
+        # one-line answers to stickers and videos (fleetgram.telegram.media).
+        self.media = ChatMedia(settings, submit=self._queue_media, reply=self._reply_to,
+                               files=settings.worker_engine != EngineKind.AGENT)
+        add(MessageHandler(only_new, self.media.handle))
 
     async def start(self) -> None:
-        await start_polling(self.app, MASTER_COMMANDS)
+        await start_polling(self.app, with_usage_command(MASTER_COMMANDS))
         self._notifier = asyncio.create_task(self.outbox.run(), name="master-notifier")
         log.info("master ready", extra={"username": self.app.bot.username})
 
     async def stop(self) -> None:
         self._stopping.set()
+        await self.media.close()  # albums still collecting are queued as they stand
         timers = [p.timer for p in self._pastes.values() if p.timer is not None]
         for timer in timers:
             timer.cancel()
@@ -266,7 +272,13 @@ class MasterBot:
     # --- commands ------------------------------------------------------------------------
     async def _on_help(self, update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
         assert update.effective_chat is not None
-        await self._say(update.effective_chat.id, HELP, html_text=True)
+        await self._say(update.effective_chat.id, with_usage_help(HELP), html_text=True)
+
+    async def _on_usage(self, update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
+        assert update.effective_chat is not None and update.effective_user is not None
+        text = await usage_text(self.store, self.settings, update.effective_user.id,
+                                self.clock())
+        await self._say(update.effective_chat.id, text, html_text=True)
 
     async def _on_queue(self, update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
         assert update.effective_chat is not None and update.effective_user is not None
@@ -389,13 +401,18 @@ class MasterBot:
             user.id, message.chat_id, [Part(text, message.message_id, at, stamp)],
             files=[Attachment(name, mime, data) for name, mime, data in files])
 
+    async def _queue_media(self, message: Message, user_id: int, text: str,
+                           files: Sequence[Attachment]) -> None:
+        """A prompt made of media (a caption and files, a transcript): queued like text."""
+        part = Part(text, message.message_id, _monotonic(), self._stamp())
+        await self._queue_prompt(user_id, message.chat_id, [part], files=files)
+
+    async def _reply_to(self, message: Message, text: str) -> None:
+        await self._say(message.chat_id, text)
+
     async def _on_unknown_command(self, update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
         assert update.effective_chat is not None
         await self._say(update.effective_chat.id, "I don't know that command; see /help.")
-
-    async def _on_unsupported(self, update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
-        assert update.effective_chat is not None
-        await self._say(update.effective_chat.id, UNSUPPORTED)
 
     # --- edits -------------------------------------------------------------------------------
     async def _on_edit(self, update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
@@ -513,6 +530,10 @@ class MasterBot:
             await self._say(chat_id, f"You have {waiting} tasks waiting, the limit "
                                      f"(MAX_PENDING_PER_USER) is {limit}. Nothing was queued: "
                                      f"wait for some to finish or /cancel some.")
+            return
+        refusal = await intake_refusal(self.store, self.settings, user_id, self.clock())
+        if refusal is not None:  # the user's daily budget is spent (fleetgram.budget)
+            await self._say(chat_id, refusal)
             return
         note = ""
         if request.pinned_worker:

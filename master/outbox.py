@@ -28,6 +28,7 @@ from telegram.constants import ParseMode
 
 from fleetgram.domain import Event
 from fleetgram.store.base import Store
+from fleetgram.store.signals import Channel, signals_of
 from fleetgram.telegram.delivery import MAX_AMBIGUOUS_SENDS, Action, Decision, decide
 
 log = logging.getLogger(__name__)
@@ -85,7 +86,20 @@ class Outbox:
         self._wake.set()
 
     async def run(self) -> None:
+        # "Outbox changed" (an event written here or, on Postgres, by any process) wakes the
+        # loop at once; the poll stays as the safety net.
+        signals = signals_of(self.store)
+        unsubscribe = None if signals is None else signals.subscribe(Channel.OUTBOX, self.wake)
+        try:
+            await self._loop()
+        finally:
+            if unsubscribe is not None:
+                unsubscribe()
+
+    async def _loop(self) -> None:
         while True:
+            # Cleared before the pass, not after: an event written during it is not missed.
+            self._wake.clear()
             try:
                 progressed = await self.deliver_once()
             except asyncio.CancelledError:
@@ -94,7 +108,6 @@ class Outbox:
                 log.exception("outbox delivery failed; retrying")
                 progressed = False
             if not progressed:
-                self._wake.clear()
                 try:
                     await asyncio.wait_for(self._wake.wait(), self._idle_wait())
                 except TimeoutError:

@@ -254,6 +254,9 @@ def render_event(event: Event) -> str | None:
             f"🔁 <b>{tid}</b> went back to the queue: {escape(str(p.get('reason', '')))} "
             f"(attempt {p.get('attempts', '?')} lost). {title}"
         )
+    if event.kind == "undelivered":
+        return (f"⚠️ <b>{tid}</b>'s answer could not be shown in {p.get('worker')}'s chat "
+                f"(Telegram kept failing); here it is.\n{title}")
     if event.kind == "blocked" and p.get("reason") == "unreachable":
         return (
             f"⚠️ {p.get('worker')}'s chat is unreachable (Telegram keeps failing). "

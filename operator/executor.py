@@ -467,6 +467,15 @@ class Reconciler:
         for assignment in the_plan.assignments:
             await self._guarded(out, f"assign {assignment.task}",
                                 self._assign(ns, the_plan.pool, assignment, out))
+        signal = getattr(self.outbox, "signal_tasks", None)
+        if out.assigned and signal is not None:
+            # After the labels the workers' claim selects by: they look at once, not on
+            # their next poll (which stays the backstop when this fails).
+            try:
+                await signal()
+            except Exception:
+                log.warning("could not wake the workers; they find the tasks on their poll",
+                            exc_info=True)
         for relabel in the_plan.relabels:
             try:
                 await self.api.merge_patch(bottasks_path(ns, relabel.task), {"metadata": {

@@ -30,6 +30,9 @@ class NullOutbox:
     ) -> None:
         log.debug("no outbox: %s for %s not announced", kind, task_id)
 
+    async def signal_tasks(self) -> None:
+        """Without a database the workers find their tasks on their poll."""
+
 
 class StoreOutbox:
     """A fleetgram store (`open_store(DATABASE_URL)`), opened on first use and kept open."""
@@ -55,6 +58,14 @@ class StoreOutbox:
     ) -> Any:
         store = await self._opened()
         return await store.add_event(kind, payload, task_id=task_id, chat_id=chat_id)
+
+    async def signal_tasks(self) -> None:
+        """Wake the workers (Postgres NOTIFY on the shared database): a task was assigned
+        through the Kubernetes API, which the workers' store does not see being written."""
+        from fleetgram.store.signals import Channel
+
+        store = await self._opened()
+        await store.signal(Channel.TASKS)
 
     async def close(self) -> None:
         async with self._lock:

@@ -23,11 +23,14 @@ fi
 
 # System tools some tests run for real: bubblewrap and socat (AGENT_SANDBOX, Claude Code's
 # sandbox for the agent's commands), and Prometheus with promtool (the alert rules and the
-# dashboard's queries against a real scrape).
+# dashboard's queries against a real scrape), and chromium with its driver (the demo page in a
+# real headless browser).
 missing=""
 command -v bwrap >/dev/null 2>&1 || missing="$missing bubblewrap"
 command -v socat >/dev/null 2>&1 || missing="$missing socat"
 command -v promtool >/dev/null 2>&1 || missing="$missing prometheus"
+command -v chromium >/dev/null 2>&1 || missing="$missing chromium"
+command -v chromedriver >/dev/null 2>&1 || missing="$missing chromium-driver"
 if [ -n "$missing" ] && command -v apt-get >/dev/null 2>&1 && [ "$(id -u)" = 0 ]; then
   echo "installing$missing"
   # shellcheck disable=SC2086

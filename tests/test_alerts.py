@@ -18,14 +18,9 @@ import yaml
 
 from fleetgram import housekeeping, metrics
 from fleetgram.domain import TaskState
-from fleetgram.emulators.claude_api import ClaudeEmulator
-from fleetgram.emulators.telegram_api import TelegramEmulator
 from tests.e2e.harness import (
-    ADA,
-    API_KEY,
-    MALLORY,
     World,
-    add_bots,
+    emulated_world,
     wait_task,
     wait_until,
     worker_token,
@@ -184,18 +179,8 @@ def free_port() -> int:
 
 @pytest.fixture
 async def world(tmp_path: Path) -> AsyncIterator[World]:
-    telegram = TelegramEmulator(chat_burst=30, chat_rate=20.0)
-    claude = ClaudeEmulator(api_key=API_KEY, tokens_per_second=400.0)
-    await telegram.start()
-    await claude.start()
-    add_bots(telegram)
-    try:
-        yield World(telegram, claude, f"sqlite:///{tmp_path / 'fleet.sqlite3'}",
-                    telegram.add_user(ADA, "Ada", "ada"),
-                    telegram.add_user(MALLORY, "Mallory", "mallory"))
-    finally:
-        await claude.stop()
-        await telegram.stop()
+    async with emulated_world(f"sqlite:///{tmp_path / 'fleet.sqlite3'}") as world:
+        yield world
 
 
 def api(port: int, path: str) -> Any:

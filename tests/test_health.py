@@ -15,10 +15,8 @@ import pytest
 
 from fleetgram import cli
 from fleetgram.config import ConfigErrors, load_settings
-from fleetgram.emulators.claude_api import ClaudeEmulator
-from fleetgram.emulators.telegram_api import TelegramEmulator
 from fleetgram.health import Health
-from tests.e2e.harness import ADA, MALLORY, World, add_bots, fleet_env
+from tests.e2e.harness import World, emulated_world, fleet_env
 
 
 def get(port: int, path: str) -> tuple[int, str]:
@@ -35,18 +33,8 @@ async def aget(port: int, path: str) -> tuple[int, str]:
 
 @pytest.fixture
 async def world(tmp_path: Path) -> AsyncIterator[World]:
-    telegram = TelegramEmulator(chat_burst=30, chat_rate=20.0)
-    claude = ClaudeEmulator(api_key="sk-ant-test-key-0001", tokens_per_second=400.0)
-    await telegram.start()
-    await claude.start()
-    add_bots(telegram)
-    try:
-        yield World(telegram, claude, f"sqlite:///{tmp_path / 'fleet.sqlite3'}",
-                    telegram.add_user(ADA, "Ada", "ada"),
-                    telegram.add_user(MALLORY, "Mallory", "mallory"))
-    finally:
-        await claude.stop()
-        await telegram.stop()
+    async with emulated_world(f"sqlite:///{tmp_path / 'fleet.sqlite3'}") as world:
+        yield world
 
 
 @pytest.fixture

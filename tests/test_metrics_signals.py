@@ -15,18 +15,15 @@ from telegram.error import NetworkError
 
 from fleetgram.claude.runner import ClaudeRunner, UsageMeter, make_client
 from fleetgram.domain import TaskState
-from fleetgram.emulators.claude_api import ClaudeEmulator
-from fleetgram.emulators.telegram_api import TelegramEmulator
 from fleetgram.telegram.app import build_application
 from tests.e2e.agent_world import agent_overrides
 from tests.e2e.harness import (
     ADA,
     API_KEY,
-    MALLORY,
     MASTER,
     MASTER_TOKEN,
     World,
-    add_bots,
+    emulated_world,
     wait_task,
 )
 from tests.tools import requiring
@@ -46,18 +43,8 @@ def claude_latency_count() -> float:
 
 @pytest.fixture
 async def world(tmp_path: Path) -> AsyncIterator[World]:
-    telegram = TelegramEmulator(chat_burst=30, chat_rate=20.0)
-    claude = ClaudeEmulator(api_key=API_KEY, tokens_per_second=400.0)
-    await telegram.start()
-    await claude.start()
-    add_bots(telegram)
-    try:
-        yield World(telegram, claude, f"sqlite:///{tmp_path / 'fleet.sqlite3'}",
-                    telegram.add_user(ADA, "Ada", "ada"),
-                    telegram.add_user(MALLORY, "Mallory", "mallory"))
-    finally:
-        await claude.stop()
-        await telegram.stop()
+    async with emulated_world(f"sqlite:///{tmp_path / 'fleet.sqlite3'}") as world:
+        yield world
 
 
 def runner(world: World) -> ClaudeRunner:

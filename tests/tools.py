@@ -12,7 +12,8 @@ def require(*tools: str) -> None:
     missing = [tool for tool in tools if shutil.which(tool) is None]
     if missing:
         pytest.fail(f"{', '.join(missing)} not installed: run scripts/test.sh, which installs "
-                    "bubblewrap, socat and prometheus (promtool)")
+                    "bubblewrap, socat, prometheus (promtool) and chromium with "
+                    "chromium-driver (chromedriver)")
 
 
 def requiring(*tools: str) -> pytest.MarkDecorator:
@@ -43,3 +44,13 @@ def _tool_prometheus() -> None:
 @pytest.fixture
 def _tool_git() -> None:
     require("git")
+
+
+@pytest.fixture
+def _tool_chromium() -> None:
+    require("chromium")
+
+
+@pytest.fixture
+def _tool_chromedriver() -> None:
+    require("chromedriver")

@@ -44,14 +44,17 @@ from fleetgram.engines.chat import ChatEngine
 from fleetgram.engines.permissions import approval_text
 from fleetgram.intake import SlidingWindow, clean_text
 from fleetgram.parsing import PROMPT_MAX, make_title
+from fleetgram.spend import intake_refusal
 from fleetgram.store.base import CancelOutcome, Store
+from fleetgram.store.signals import Channel, signals_of
 from fleetgram.telegram.app import build_application, install_allowlist, start_polling, stop_polling
 from fleetgram.telegram.delivery import Decision
 from fleetgram.telegram.files import deliver_file
+from fleetgram.telegram.media import ChatMedia
 from fleetgram.telegram.retrying import send_retrying
 from fleetgram.worker.agent_chat import AGENT_COMMANDS, AgentChat, waiting_label
 from fleetgram.worker.approvals import Approvals
-from fleetgram.worker.run import TaskRun, format_footer
+from fleetgram.worker.run import NO_MESSAGE, Deliveries, TaskRun, format_footer
 from fleetgram.worker.steps import (
     GROUP_REFUSAL,
     NOT_TEXT,
@@ -73,6 +76,11 @@ WORKER_COMMANDS = [
 
 # How long a store write of the task path is retried before its step gives up.
 STORE_RETRY_SECONDS = 20.0
+# How long stopping waits for final answers still being delivered (in the background): with
+# drain, as long as a slow final edit may take; without, a moment (the process must end
+# within seconds). A delivery cut short stays remembered: the restart marks it interrupted.
+DELIVERY_DRAIN_SECONDS = 5.0
+DELIVERY_STOP_SECONDS = 1.0
 
 __all__ = ["WorkerBot", "format_footer", "make_engine"]
 
@@ -112,6 +120,9 @@ class WorkerBot:
         self._running_task: asyncio.Task[None] | None = None
         self._stopping = asyncio.Event()
         self._wake = asyncio.Event()
+        self._unsubscribe: Callable[[], None] | None = None
+        # Final answers of ended tasks still being delivered (see fleetgram.worker.run).
+        self.deliveries = Deliveries(slot)
         self._slot_lock = asyncio.Lock()
         self.store_retry_seconds = STORE_RETRY_SECONDS
         self._floors: dict[int, int] = {}  # chat id -> newest message id known there
@@ -132,6 +143,12 @@ class WorkerBot:
             self.agent_chat = AgentChat(self, self.engine)  # type: ignore[arg-type]
             self.approvals = Approvals(self.app.bot, timeout=settings.approval_timeout)
             self.app.add_handler(self.approvals.handler())
+        # Photos, documents, albums (chat mode), voice notes, stickers, videos: see
+        # fleetgram.telegram.media (agent mode's file handler above comes first).
+        self.media = ChatMedia(settings, submit=self._accept_media, reply=_reply_text,
+                               files=self.engine.kind != "agent")
+        self.app.add_handler(MessageHandler(
+            new_messages & filters.ChatType.PRIVATE & ~filters.TEXT, self.media.handle))
         self.app.add_handler(
             MessageHandler(new_messages & filters.TEXT & ~filters.COMMAND, self._on_text)
         )
@@ -170,6 +187,11 @@ class WorkerBot:
             self.slot, username=self.username, ready_at=now, heartbeat_at=now, error=None,
             current_task=None, state_since=now,
         )
+        # "Tasks changed" (a task created or requeued, in this process or, on Postgres, any)
+        # wakes the work loop at once; its poll stays as the safety net.
+        signals = signals_of(self.store)
+        if signals is not None:
+            self._unsubscribe = signals.subscribe(Channel.TASKS, self.wake)
         self._loops = [
             asyncio.create_task(self._heartbeat_loop(), name=f"{self.slot}-heartbeat"),
             asyncio.create_task(self._work_loop(), name=f"{self.slot}-work"),
@@ -182,6 +204,10 @@ class WorkerBot:
         running in the store and is requeued, attempt counted, when a worker restarts)."""
         self._stopping.set()
         self._wake.set()
+        await self.media.close()  # an album still collecting is taken as it stands
+        if self._unsubscribe is not None:
+            self._unsubscribe()
+            self._unsubscribe = None
         running = self._running_task
         if running is not None and not drain:
             # The run leaves the "interrupted" note (bounded by NOTE_TIMEOUT) before it ends;
@@ -194,12 +220,21 @@ class WorkerBot:
         for loop in self._loops:
             loop.cancel()
         await wait_ended(self._loops)
+        await self._end_deliveries(DELIVERY_DRAIN_SECONDS if drain else DELIVERY_STOP_SECONDS)
         with contextlib.suppress(Exception):
             await self.engine.close()
         await stop_polling(self.app)
 
     def wake(self) -> None:
         self._wake.set()
+
+    async def _end_deliveries(self, seconds: float) -> None:
+        """Let the final answers being delivered land (bounded), before Telegram is let go."""
+        if await self.deliveries.drain(seconds):
+            return
+        log.warning("final answers still being delivered at shutdown; cut short", extra={
+            "worker": self.slot, "pending": self.deliveries.pending})
+        await self.deliveries.cancel()
 
     # --- loops ---------------------------------------------------------------------------
     async def _heartbeat_loop(self) -> None:
@@ -212,13 +247,14 @@ class WorkerBot:
 
     async def _work_loop(self) -> None:
         while not self._stopping.is_set():
+            # Cleared before the claim, not after: a wake-up during the claim is not lost.
+            self._wake.clear()
             try:
                 task = await self.store.claim_next(self.slot, self.clock())
             except Exception:
                 log.exception("claim failed", extra={"worker": self.slot})
                 task = None
             if task is None:
-                self._wake.clear()
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(self._wake.wait(), self.settings.poll_interval)
                 continue
@@ -330,18 +366,32 @@ class WorkerBot:
 
     async def _mark_leftover_replies(self) -> None:
         """Replies this worker never finished because it died (kill -9): each gets the
-        interrupted note, as a reply to it, and is forgotten."""
+        interrupted note, as a reply to it (a reply that was still a draft: NO_MESSAGE, the
+        note alone), and is forgotten."""
         try:
             leftovers = await self.store.leftover_replies(self.slot)
         except Exception:
             log.exception("could not read leftover replies", extra={"worker": self.slot})
             return
         for task_id, chat_id, message_id in leftovers:
-            await self.say(chat_id, interrupted_note(task_id), reply_to=message_id)
+            await self.say(chat_id, await self._leftover_note(task_id),
+                           reply_to=None if message_id == NO_MESSAGE else message_id)
             try:
                 await self.store.forget_replies(self.slot, task_id)
             except Exception:
                 log.exception("could not forget a leftover reply", extra={"worker": self.slot})
+
+    async def _leftover_note(self, task_id: str) -> str:
+        """The interrupted note; for a task that had finished (its final message was still
+        being delivered when the worker died) a note that says so instead: it won't run again."""
+        try:
+            task = await self.store.get_task(task_id)
+        except Exception:
+            task = None
+        if task is None or not task.state.finished:
+            return interrupted_note(task_id)
+        return (f"⚠️ {task_id} {task.state.value}, but the worker stopped while showing it: "
+                "the end of this answer may be missing here.")
 
     # --- chat handlers -------------------------------------------------------------------
     async def _on_help(self, update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
@@ -442,6 +492,10 @@ class WorkerBot:
             return
         await self.accept_prompt(message, user.id, cleaned.text, note=cleaned.note)
 
+    async def _accept_media(self, message: Message, user_id: int, prompt: str,
+                            files: Sequence[Attachment]) -> None:
+        await self.accept_prompt(message, user_id, prompt, files=files)
+
     async def accept_prompt(
         self, message: Message, user_id: int, prompt: str, *, note: str | None = None,
         files: Sequence[Attachment] = (),
@@ -464,6 +518,10 @@ class WorkerBot:
                 f"{self.settings.max_pending_per_user}); this one was not queued."
             )
             return None
+        refusal = await intake_refusal(self.store, self.settings, user_id, self.clock())
+        if refusal is not None:  # the user's daily budget is spent (fleetgram.budget)
+            await message.reply_text(refusal)
+            return None
         task = Task(
             id=new_task_id(), user_id=user_id, chat_id=message.chat_id, prompt=prompt,
             title=make_title(prompt), source=TaskSource.DIRECT, pinned_worker=self.slot,
@@ -482,3 +540,8 @@ class WorkerBot:
             )
         self.wake()
         return task
+
+
+async def _reply_text(message: Message, text: str) -> None:
+    """A media message's one-line answer (a refusal, a transcript), as a reply to it."""
+    await message.reply_text(text)

@@ -10,6 +10,14 @@ Every step either succeeds, or ends the run through one visible path:
   stopping interrupts it (the note goes to the chat, the store keeps it running for the
   restart to requeue).
 Whatever happens, the worker's slot says idle at the end.
+
+No tail: the outcome is recorded (store) before the slot goes idle, but the reply's last
+Telegram calls (StreamingReply.finish/abort, then forgetting the reply) run in the background
+(`Deliveries`), so the worker claims its next task at once. Order in a chat is kept: the next
+task's first message in the same chat waits until the previous reply's delivery has ended,
+while its Claude call starts at once (the text that arrives meanwhile is held and shown when
+the chat is open). A crash mid-delivery loses nothing: the reply is forgotten only after its
+delivery, so the restart still finds it and adds a note (WorkerBot._mark_leftover_replies).
 """
 
 from __future__ import annotations
@@ -18,7 +26,7 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Coroutine
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
 
@@ -29,6 +37,7 @@ from fleetgram.aio import being_cancelled
 from fleetgram.claude.runner import UsageMeter
 from fleetgram.domain import Task, TaskSource, TaskState
 from fleetgram.engines.base import ApprovalChoice, ToolCall, TurnResult
+from fleetgram.telegram.replies import reply_for
 from fleetgram.telegram.streaming import ChatUnavailable, StreamingReply
 from fleetgram.worker.steps import (
     Ending,
@@ -56,6 +65,80 @@ FIRST_MESSAGE_ROUNDS = 2  # StreamingReply.start retries inside; whole rounds tr
 NOTE_TIMEOUT = 2.0  # seconds the interrupted note may take while the process stops
 BOOKKEEPING_TIMEOUT = 1.0  # ... and the rest (the agent's work saved, the reply forgotten)
 INTERRUPT_TIMEOUT = 1.0  # seconds the engine's polite interrupt may take before a cancel
+NO_MESSAGE = 0  # a remembered reply with no message of its own yet (Telegram ids start at 1)
+
+
+class Deliveries:
+    """A worker's replies still being delivered, in the background, one chain per chat: a
+    delivery starts after the previous one of its chat has ended. Failures are logged and
+    counted (`failures`), never lost silently."""
+
+    def __init__(self, slot: str) -> None:
+        self.slot = slot
+        self.failures = 0
+        self.delivered = 0
+        self._last: dict[int, asyncio.Task[None]] = {}  # chat id -> its newest delivery
+        self._pending: set[asyncio.Task[None]] = set()
+
+    def add(
+        self, chat_id: int, task_id: str, delivery: Coroutine[Any, Any, None]
+    ) -> asyncio.Task[None]:
+        previous = self._last.get(chat_id)
+
+        async def in_order() -> None:
+            try:
+                if previous is not None:
+                    await asyncio.wait({previous})
+            except BaseException:
+                delivery.close()  # cancelled before it began
+                raise
+            await delivery
+
+        job = asyncio.create_task(in_order(), name=f"{self.slot}-deliver-{task_id}")
+        self._last[chat_id] = job
+        self._pending.add(job)
+        job.add_done_callback(lambda done: self._ended(done, chat_id, task_id))
+        return job
+
+    def _ended(self, job: asyncio.Task[None], chat_id: int, task_id: str) -> None:
+        self._pending.discard(job)
+        if self._last.get(chat_id) is job:
+            del self._last[chat_id]
+        if job.cancelled():
+            return
+        error = job.exception()
+        if error is None:
+            self.delivered += 1
+            return
+        self.failures += 1
+        log.error("could not deliver a final answer", exc_info=error,
+                  extra={"worker": self.slot, "task": task_id, "failures": self.failures})
+
+    @property
+    def pending(self) -> int:
+        return len(self._pending)
+
+    async def wait_chat(self, chat_id: int) -> None:
+        """Until the replies being delivered in `chat_id` have ended (however they ended)."""
+        job = self._last.get(chat_id)
+        if job is not None:
+            await asyncio.wait({job})
+
+    async def drain(self, seconds: float) -> bool:
+        """Wait (at most `seconds`) for every delivery; True if all ended."""
+        if not self._pending:
+            return True
+        _, left = await asyncio.wait(set(self._pending), timeout=seconds)
+        return not left
+
+    async def cancel(self) -> None:
+        """Cut the deliveries still running short (their replies stay remembered: the restart
+        marks them interrupted)."""
+        jobs = list(self._pending)
+        for job in jobs:
+            job.cancel()
+        if jobs:
+            await asyncio.wait(jobs)
 
 
 def format_footer(task: Task, seconds: float) -> str:
@@ -76,6 +159,9 @@ class TaskRun:
         self.task = task
         self.meter = UsageMeter(task.id, worker.slot)
         self.reply: StreamingReply | None = None
+        # Text the engine streamed before the chat was open (None: not held any more).
+        self._early: list[str] | None = []
+        self._opening: asyncio.Task[None] | None = None
         self.blocked = False  # the worker chat cannot be written to: answer via the master
         self.conversation: int | None = None
         self.cancelled_by_user = asyncio.Event()
@@ -88,6 +174,7 @@ class TaskRun:
         try:
             ending = await self._run()
         except asyncio.CancelledError:
+            await self._stop_opening()
             await self._interrupted()
             raise
         except Exception as error:  # a bug: still end the task rather than leave it running
@@ -120,7 +207,9 @@ class TaskRun:
             await self._open_conversation()
         except StepFailed as failed:
             return await self._conclude(ending_for(failed), None)
-        await self._open_chat()
+        # The chat opens while Claude already works: in a chat still showing the previous
+        # answer, the header waits for that answer's last message.
+        self._opening = asyncio.create_task(self._open_chat(), name=f"open-chat-{task.id}")
         try:
             outcome = await self._ask_engine()
         except asyncio.CancelledError:
@@ -144,15 +233,16 @@ class TaskRun:
             Step.CONVERSATION, lambda: opener(self.slot, task.user_id))
 
     async def _open_chat(self) -> None:
-        """Send the header message. 403: blocked. Telegram failing for longer than the
-        retries: run on without the chat (the answer goes to the master chat)."""
+        """Send the header message once the chat's previous reply is delivered. 403:
+        blocked. Telegram failing for longer than the retries: run on without the chat (the
+        answer goes to the master chat)."""
         task = self.task
+        await self.worker.deliveries.wait_chat(task.user_id)
         unreachable = True  # False once Telegram says the user blocked or never opened us
-        reply = StreamingReply(
-            self.worker.app.bot, task.user_id, header=f"{task.id} · {task.title}",
-            min_interval=self.worker.settings.stream_edit_interval,
-            known_floor=self.worker.known_floor(task),
-        )
+        # Made only now: the floor must count the previous reply's last message.
+        reply = reply_for(self.worker.app.bot, task.user_id, self.worker.settings,
+                          header=f"{task.id} · {task.title}",
+                          known_floor=self.worker.known_floor(task))
         for attempt in range(1, FIRST_MESSAGE_ROUNDS + 1):
             try:
                 await reply.start()
@@ -164,18 +254,41 @@ class TaskRun:
                     "worker": self.slot, "task": task.id, "attempt": attempt,
                     "error": repr(error)})
                 continue
+            early, self._early = "".join(self._early or ()), None
+            if early:
+                reply.append(early)
             self.reply = reply
-            first = reply.message_ids[0]
+            # A draft (private chats) has no message yet: NO_MESSAGE still marks the reply
+            # as begun, so a crash before its final message gets the interrupted note.
+            first = reply.message_ids[0] if reply.message_ids else NO_MESSAGE
             await self._persist_or_log(
                 Step.FIRST_MESSAGE,
                 lambda first=first: self.store.remember_reply(  # type: ignore[misc]
                     self.slot, task.id, task.user_id, first))
             return
+        self._early = None
         self.blocked = True
         # "reason": "unreachable" lets the master say Telegram failed rather than "press Start"
         payload = self.worker.payload(task, reason="unreachable" if unreachable else None)
         await self._persist_or_log(Step.FIRST_MESSAGE, lambda: self.store.add_event(
             "blocked", payload, task_id=task.id, chat_id=task.chat_id))
+
+    async def _chat_opened(self) -> None:
+        """Wait for the chat to be open (or given up on): the reply, `blocked` and the order
+        of messages in the chat are settled after this."""
+        opening = self._opening
+        if opening is None:
+            return
+        await asyncio.wait({opening})
+        if not opening.cancelled() and (error := opening.exception()) is not None:
+            log.error("opening the worker chat crashed", exc_info=error,
+                      extra={"worker": self.slot, "task": self.task.id})
+
+    async def _stop_opening(self) -> None:
+        opening = self._opening
+        if opening is not None and not opening.done():
+            opening.cancel()
+            await asyncio.wait({opening})
 
     async def _ask_engine(self) -> TurnResult:
         """The engine answers; a /cancel interrupts it (the agent's running command too)."""
@@ -224,28 +337,36 @@ class TaskRun:
     def text(self, delta: str) -> None:
         if self.reply is not None:
             self.reply.append(delta)
+        elif self._early is not None and delta:
+            self._early.append(delta)
 
     def activity(self, line: str) -> None:
-        reply = self.reply
-        if reply is None:
+        if self.reply is not None:
+            current = self.reply.text
+        elif self._early is not None:
+            current = "".join(self._early)
+        else:
             return
-        current = reply.text
-        reply.append(("\n" if current and not current.endswith("\n") else "") + line + "\n")
+        self.text(("\n" if current and not current.endswith("\n") else "") + line + "\n")
 
     async def note(self, text: str) -> None:
+        await self._chat_opened()  # never before the task's own header
         await self.worker.say(self.task.user_id, text)
 
     async def persist(self, write: Callable[[], Awaitable[_T]]) -> _T:
         return await self._persist(Step.CLAUDE, write)
 
     async def approve(self, call: ToolCall) -> ApprovalChoice:
+        await self._chat_opened()
         return await self.worker.ask_approval(self, call)
 
     async def send_file(self, path: str, caption: str) -> str:
+        await self._chat_opened()
         return await self.worker.send_workspace_file(self, path, caption)
 
     # ------------------------------------------------------------------ endings
     async def _conclude(self, ending: Ending, outcome: TurnResult | None) -> Ending:
+        await self._chat_opened()
         await self._record_usage()
         if ending.phase == Phase.COMPLETED:
             assert outcome is not None
@@ -300,25 +421,42 @@ class TaskRun:
         return Ending(Phase.COMPLETED)
 
     async def _close_reply(self, note: str, *, final: bool = False) -> None:
-        """Show the final text (and note) in the worker chat; then the reply is no longer a
-        leftover to mark after a crash."""
+        """Hand the final text (and note) to the worker's background deliveries: the task's
+        outcome is already recorded, and the worker may take its next task meanwhile."""
         reply = self.reply
         if reply is None:
             return
+        self.worker.deliveries.add(
+            self.task.user_id, self.task.id, self._deliver_final(reply, note, final=final))
+
+    async def _deliver_final(self, reply: StreamingReply, note: str, *, final: bool) -> None:
+        """Show the final text in the worker chat; then (and only then) the reply is no
+        longer a leftover to mark after a crash. A failure is raised after the bookkeeping,
+        for Deliveries to log and count."""
+        failure: Exception | None = None
+        unreachable = False
         try:
             if final:
                 await reply.finish(note)
             else:
                 await reply.abort(note)
         except ChatUnavailable:
-            pass
-        except Exception:
-            log.exception("could not show the final answer", extra={
-                "worker": self.slot, "task": self.task.id})
+            unreachable = True
+        except Exception as error:
+            failure = error
         if reply.message_ids:
             self.worker.note_message(self.task.user_id, max(reply.message_ids))
+        if final and (unreachable or failure is not None):
+            # The answer was streamed as a draft and its message never arrived (the chat
+            # became unreachable, or Telegram kept failing): the master chat gets it instead.
+            task, text = self.task, reply.text
+            await self._persist_or_log(Step.FLUSH, lambda: self.store.add_event(
+                "undelivered", self.worker.payload(task, result=text),
+                task_id=task.id, chat_id=task.chat_id))
         await self._persist_or_log(Step.FLUSH, lambda: self.store.forget_replies(
             self.slot, self.task.id))
+        if failure is not None:
+            raise failure
 
     async def _interrupted(self) -> None:
         """The worker is stopping (Ctrl-C, scale-down): the note goes to the chat at once;

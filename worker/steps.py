@@ -124,7 +124,7 @@ def retry_delays(budget: float, *, first: float = 0.2, cap: float = 2.0) -> Iter
 
 # --- direct messages in a worker's chat -----------------------------------------------------
 GROUP_REFUSAL = "I answer in private chats only: write to me directly."
-NOT_TEXT = "I work with text for now; photos, documents and voice notes are coming."
+NOT_TEXT = "I take text, photos, PDFs, text files and voice notes; that message is none of them."
 
 
 def direct_refusal(chat_type: str | None, has_text: bool) -> str | None:

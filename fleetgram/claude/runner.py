@@ -17,6 +17,7 @@ from typing import Any, Protocol
 import anthropic
 
 from fleetgram import metrics
+from fleetgram.budget import BudgetReached, Cap
 from fleetgram.claude.deadline import CallLimits, ClaudeDeadline, ClaudeStalled, within_limits
 from fleetgram.claude.pricing import Price, price_for, with_cost
 from fleetgram.domain import Usage
@@ -40,6 +41,19 @@ class UsageMeter:
     task_id: str | None
     worker: str
     calls: list[ApiCall] = field(default_factory=list)
+    # The task's share of its user's daily budget (fleetgram.budget), set by the engine when
+    # the task starts; None: no budget. check() stops the turn once it is reached.
+    cap: Cap | None = None
+
+    def check(self, running: Usage | None = None) -> None:
+        """Raise BudgetReached if the calls so far, with `running` (the call in progress, as
+        far as it got), cost the cap or more."""
+        cap = self.cap
+        if cap is None:
+            return
+        cost = self.total.cost_usd + (running.cost_usd if running is not None else 0.0)
+        if cap.reached(cost):
+            raise BudgetReached(cap.budget)
 
     @property
     def total(self) -> Usage:
@@ -88,6 +102,12 @@ def _usage_of(raw: Any) -> Usage:
     )
 
 
+def streamed_tokens(chars: int) -> int:
+    """Output tokens of `chars` characters of streamed text: about 4 characters a token
+    (the API reports the exact count only when the answer ends)."""
+    return -(-chars // 4)
+
+
 def _ignore(_delta: str) -> None:
     pass
 
@@ -134,8 +154,12 @@ class ClaudeRunner:
         *,
         on_text: Callable[[str], None],
         meter: UsageMeter,
+        content: Sequence[dict[str, Any]] | None = None,
     ) -> TurnOutcome:
-        new_turns: list[dict[str, Any]] = [user_turn(prompt)]
+        """One turn. `content`, when given, is the user turn's blocks (images, documents and
+        the prompt's text: fleetgram.media.request_blocks) instead of the prompt alone."""
+        first = {"role": "user", "content": list(content)} if content else user_turn(prompt)
+        new_turns: list[dict[str, Any]] = [first]
         texts: list[str] = []
         stop_reason: str | None = None
         for _ in range(self._max_tool_rounds + 1):
@@ -171,13 +195,15 @@ class ClaudeRunner:
                 {"name": t.name, "description": t.description, "input_schema": t.input_schema}
                 for t in self._tools.values()
             ]
+        meter.check()  # no new call (a tool round, the answer after a summary) past the cap
         started = time.monotonic()
         stream_ref: list[Any] = []
         wall = asyncio.timeout(self.limits.wall)  # also bounds opening the stream (retries)
         try:
             try:
                 async with wall:
-                    message = await self._stream(request, on_text, stream_ref, started)
+                    message = await self._stream(request, on_text, stream_ref, started,
+                                                 meter)
             except TimeoutError:
                 if wall.expired() and self.limits.wall is not None:
                     raise ClaudeDeadline(self.limits.wall) from None
@@ -187,7 +213,9 @@ class ClaudeRunner:
             # Cut short (cancelled or failed mid-stream): bill what the API reported so far.
             snapshot = stream_ref[0]._current_snapshot_or_none() if stream_ref else None
             if snapshot is not None:
-                self._record(meter, snapshot.usage, None, started)
+                # The API reports output tokens at the end only: count what was streamed.
+                self._record(meter, snapshot.usage, None, started,
+                             min_output=stream_ref[1] if len(stream_ref) > 1 else 0)
             raise
         metrics.claude_request("ok", 200, time.monotonic() - started)
         self._record(meter, message.usage, message.stop_reason, started)
@@ -195,21 +223,40 @@ class ClaudeRunner:
 
     async def _stream(
         self, request: dict[str, Any], on_text: Callable[[str], None], stream_ref: list[Any],
-        started: float,
+        started: float, meter: UsageMeter,
     ) -> Any:
         async with self._client.messages.stream(**request) as stream:
-            stream_ref.append(stream)
+            stream_ref[:] = [stream, 0]  # the stream, and the output tokens streamed so far
             events = within_limits(
                 stream, self.limits, started=started, is_content=_is_content,
                 clock=time.monotonic,
             )
+            chars = 0
             async for event in events:
                 if event.type == "text":
                     on_text(event.text)
+                    chars += len(event.text)
+                    stream_ref[1] = streamed_tokens(chars)
+                    if meter.cap is not None:  # the running cost against the budget
+                        meter.check(self._running_usage(stream, stream_ref[1]))
             return await stream.get_final_message()
 
-    def _record(self, meter: UsageMeter, raw: Any, stop_reason: str | None, started: float) -> None:
-        usage = with_cost(_usage_of(raw), self._price)
+    def _running_usage(self, stream: Any, output_tokens: int) -> Usage:
+        """The cost so far of the call `stream` is answering: its input as the API reported
+        it at the start, and the output streamed (estimated: reported only at the end)."""
+        snapshot = stream._current_snapshot_or_none()
+        usage = _usage_of(snapshot.usage if snapshot is not None else None)
+        usage = Usage(usage.input_tokens, max(usage.output_tokens, output_tokens),
+                      usage.cache_read_tokens, usage.cache_write_tokens)
+        return with_cost(usage, self._price)
+
+    def _record(self, meter: UsageMeter, raw: Any, stop_reason: str | None, started: float,
+                *, min_output: int = 0) -> None:
+        usage = _usage_of(raw)
+        if min_output > usage.output_tokens:
+            usage = Usage(usage.input_tokens, min_output, usage.cache_read_tokens,
+                          usage.cache_write_tokens)
+        usage = with_cost(usage, self._price)
         meter.calls.append(
             ApiCall(meter.task_id, meter.worker, self.model, usage, stop_reason,
                     round(time.monotonic() - started, 3))
@@ -267,7 +314,7 @@ def call_outcome(exc: BaseException) -> tuple[str, int | None]:
 
 def describe_error(exc: BaseException) -> str:
     """A one-line reason for the chats, without secrets; never empty."""
-    if isinstance(exc, ClaudeStalled | ClaudeDeadline):
+    if isinstance(exc, ClaudeStalled | ClaudeDeadline | BudgetReached):
         return str(exc)
     if isinstance(exc, anthropic.APIStatusError):
         error_type, message = _api_error_of(exc)

@@ -23,6 +23,10 @@ Behaviour in brief (details in the docstrings below):
   :attr:`ClaudeEmulator.tokens_per_second`; non-streaming answers take the same time.
 * Token counting: ``count_tokens(text) == ceil(len(text) / 4)`` per input block.
 * Prompt caching: breakpoints, prefix matching with a 20-block lookback, TTLs of 5 min / 1 h.
+* Media: ``image`` and ``document`` blocks are checked against the documented limits (5 MB
+  of base64 per image, 8000 px a side or 2000 px with more than 20 images, 100 images and
+  documents per request, 100 PDF pages, a media_type the bytes contradict) with the real
+  API's 400 messages; :meth:`ClaudeEmulator.media_blocks` shows what a request carried.
 * Context window: a prompt of more than :attr:`ClaudeEmulator.context_window` input tokens is
   refused (400 ``prompt is too long: N tokens > M maximum``).
 * Faults: :meth:`ClaudeEmulator.inject` (error statuses), :meth:`ClaudeEmulator.hang_next`,
@@ -34,6 +38,8 @@ Behaviour in brief (details in the docstrings below):
 from __future__ import annotations
 
 import asyncio
+import base64
+import binascii
 import hashlib
 import itertools
 import json
@@ -47,6 +53,10 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from aiohttp import web
+
+# The header readers of the code under test: the emulator must read the same pixels and pages
+# the API would (they are tested on their own in tests/unit/test_media.py).
+from fleetgram.media import image_size, pdf_pages, sniff_image
 
 __all__ = [
     "CACHE_LOOKBACK_BLOCKS",
@@ -599,12 +609,111 @@ def _block_tokens(block: dict[str, Any]) -> int:
         return count_tokens(str(block.get("text", "")))
     if btype == "image":
         return IMAGE_TOKENS
+    if btype == "document" and _get(block.get("source"), "type") == "base64":
+        # "Each page typically uses 1,500-3,000 tokens" (PDF support guide): not the base64.
+        return PDF_PAGE_TOKENS * (_pdf_pages_of(block) or 1)
     if btype == "tool_result" and isinstance(block.get("content"), list):
         total = count_tokens(_dumps({"tool_use_id": block.get("tool_use_id")}))
         for inner in block["content"]:
             total += _block_tokens(inner)
         return total
     return count_tokens(_dumps(_without_cache_control(block)))
+
+
+# --- media limits ---------------------------------------------------------------------------
+# Vision (https://docs.claude.com/en/docs/build-with-claude/vision, "Before you upload") and PDF
+# support (https://docs.claude.com/en/docs/build-with-claude/pdf-support, "Check PDF
+# requirements"). The messages are the real API's, as reported:
+#   "messages.0.content.1.image.source.base64: image exceeds 5 MB maximum: 5327908 bytes >
+#    5242880 bytes" (nraiden/cofounder#53, gptme/gptme#185),
+#   "messages.7.content.2.image.source.base64.data: At least one of the image dimensions
+#    exceed max allowed size: 8000 pixels" (anthropics/claude-code#4778, #5147),
+#   "... exceed max allowed size for many-image requests: 2000 pixels" (claude-code#52220),
+#   "too many images and documents: 104 + 1 > 100" (claude-code#23392),
+#   "A maximum of 100 PDF pages may be provided." (claude-code#5707).
+IMAGE_BASE64_MAX = 5 * 1024 * 1024
+IMAGE_SIDE_MAX = 8000
+MANY_IMAGES = 20
+MANY_IMAGES_SIDE_MAX = 2000
+MEDIA_PER_REQUEST = 100
+PDF_PAGES_MAX = 100
+PDF_PAGE_TOKENS = 1500
+
+
+def _media_of(body: dict[str, Any]) -> list[tuple[str, dict[str, Any]]]:
+    """(where, block) of every image and document block, tool results included."""
+    found: list[tuple[str, dict[str, Any]]] = []
+    for i, message in enumerate(body.get("messages") or []):
+        content = _get(message, "content")
+        for j, block in enumerate(content if isinstance(content, list) else []):
+            where = f"messages.{i}.content.{j}"
+            if _get(block, "type") in ("image", "document"):
+                found.append((where, block))
+            inner = _get(block, "content") if _get(block, "type") == "tool_result" else None
+            for k, part in enumerate(inner if isinstance(inner, list) else []):
+                if _get(part, "type") in ("image", "document"):
+                    found.append((f"{where}.tool_result.content.{k}", part))
+    return found
+
+
+def _decoded(block: dict[str, Any]) -> bytes | None:
+    source = block.get("source")
+    if _get(source, "type") != "base64":
+        return None
+    try:
+        return base64.b64decode(str(source.get("data", "")), validate=True)
+    except (binascii.Error, ValueError):
+        return None
+
+
+def _pdf_pages_of(block: dict[str, Any]) -> int | None:
+    data = _decoded(block)
+    return None if data is None else pdf_pages(data)
+
+
+def _check_media(body: dict[str, Any]) -> None:
+    """Raise the API's 400 for media over the documented limits."""
+    media = _media_of(body)
+    images = [(w, b) for w, b in media if b.get("type") == "image"]
+    documents = [(w, b) for w, b in media if b.get("type") == "document"]
+    if len(images) + len(documents) > MEDIA_PER_REQUEST:
+        raise _invalid(f"too many images and documents: {len(images)} + {len(documents)} > "
+                       f"{MEDIA_PER_REQUEST}")
+    side = MANY_IMAGES_SIDE_MAX if len(images) > MANY_IMAGES else IMAGE_SIDE_MAX
+    for where, block in images:
+        source = block["source"]
+        if source.get("type") != "base64":
+            continue
+        size = len(str(source.get("data", "")))
+        if size > IMAGE_BASE64_MAX:
+            raise _invalid(f"{where}.image.source.base64: image exceeds 5 MB maximum: {size} "
+                           f"bytes > {IMAGE_BASE64_MAX} bytes")
+        data = _decoded(block)
+        if data is None:
+            raise _invalid(f"{where}.image.source.base64.data: Invalid base64 data")
+        actual = sniff_image(data)
+        declared = source.get("media_type")
+        if actual is not None and actual != declared:
+            raise _invalid(f"{where}.image.source.base64.data: The image was specified using "
+                           f"the {declared} media type, but the image appears to be a "
+                           f"{actual} image")
+        dims = image_size(data)
+        if dims is not None and max(dims) > side:
+            many = " for many-image requests" if side < IMAGE_SIDE_MAX else ""
+            raise _invalid(f"{where}.image.source.base64.data: At least one of the image "
+                           f"dimensions exceed max allowed size{many}: {side} pixels")
+    pages = 0
+    for where, block in documents:
+        if _get(block.get("source"), "media_type") != "application/pdf":
+            continue
+        data = _decoded(block)
+        if data is None:
+            raise _invalid(f"{where}.document.source.base64.data: Invalid base64 data")
+        if not data.startswith(b"%PDF-"):
+            raise _invalid("The PDF specified was not valid.")
+        pages += pdf_pages(data) or 1
+    if pages > PDF_PAGES_MAX:
+        raise _invalid(f"A maximum of {PDF_PAGES_MAX} PDF pages may be provided.")
 
 
 def _segments(body: dict[str, Any]) -> list[_Segment]:
@@ -857,6 +966,26 @@ class ClaudeEmulator:
                 _Fault("error_midstream", after_tokens=after_tokens, error_type=error_type)
             )
 
+    def user_blocks(self, request: int = -1) -> list[dict[str, Any]]:
+        """The content blocks of the last user message of request number `request` (as
+        received: base64 data included); a string content is one text block."""
+        for message in reversed(self.requests[request].get("messages") or []):
+            if _get(message, "role") == "user":
+                content = message.get("content")
+                if isinstance(content, str):
+                    return [{"type": "text", "text": content}]
+                return list(content) if isinstance(content, list) else []
+        return []
+
+    def media_blocks(self, request: int = -1) -> list[dict[str, Any]]:
+        """The image and document blocks anywhere in request number `request`, with their
+        data decoded into ``"bytes"`` (a copy: the recorded request is unchanged)."""
+        out = []
+        for _, block in _media_of(self.requests[request]):
+            seen = {**block, "bytes": _decoded(block)}
+            out.append(seen)
+        return out
+
     def clear_cache(self) -> None:
         """Forget every cached prompt prefix."""
         self._cache.clear()
@@ -963,6 +1092,7 @@ class ClaudeEmulator:
             if parse_error is not None:
                 raise _invalid(parse_error)
             _validate(body)
+            _check_media(body)
             self._check_context_window(body)
         except _ApiError as error:
             return self._error_response(error, request_id)

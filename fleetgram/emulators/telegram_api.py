@@ -36,6 +36,26 @@ Chaos, as the real service misbehaves (see each method): ``fail_for`` (the front
 5xx for a while), ``flood`` (a 429 storm), ``lose_reply_next`` (processed, but the connection
 drops before the answer) and ``malformed_next`` (HTTP 200 with a body that is not JSON).
 Time (flood control, long polls, ``Call.at``) is the event loop's clock, ``loop.time()``.
+
+Drafts (``sendMessageDraft``, https://core.telegram.org/bots/api#sendmessagedraft, Bot API 9.3;
+open to all bots since 9.5): "stream a partial message to a user while the message is being
+generated. Note that the streamed draft is ephemeral and acts as a temporary 30-second preview -
+once the output is finalized, you must call sendMessage with the complete message to persist it"
+(https://core.telegram.org/bots/api/methods/sendmessagedraft.md). ``chat_id`` is a "target
+private chat"; ``draft_id`` "must be non-zero. Changes to drafts with the same identifier are
+animated. Otherwise, the draft is replaced without animation"; ``text`` is "0-4096 characters
+after entities parsing. Pass an empty text to show a "Thinking..." placeholder". How clients show
+it (https://core.telegram.org/api/bots/ai, "Live response streaming"): "rendered as a normal
+message, always pinned to the bottom of the chat", "deleted automatically by graphical clients
+message_typing_draft_ttl seconds after they're received, or when receiving a normal message within
+the same chat", and a draft with another id "will replace any previous live draft": one draft per
+chat. So here: a draft is no message (``SimUser.chat`` never lists it); ``SimUser.visible_draft``
+is what the client shows now (None, the text, or "Thinking..."), gone ``draft_ttl`` seconds
+(30 by default) after the bot's last write or at the bot's next message in the chat;
+``SimUser.draft_log`` lists every accepted draft write with its time. The docs give no rate
+limit for drafts: each private chat has a draft allowance of its own (``draft_rate`` per second,
+``draft_burst`` at once; 429 + retry_after past it), apart from the messages' one.
+``drafts_supported=False`` answers like a server without the method (404 "Not Found").
 """
 
 from __future__ import annotations
@@ -56,9 +76,9 @@ from typing import Any
 
 from aiohttp import web
 
-__all__ = ["Call", "ChatMessage", "SimUser", "TelegramEmulator"]
+__all__ = ["Call", "ChatMessage", "DraftUpdate", "SimUser", "TelegramEmulator"]
 
-_LOG = logging.getLogger("tests.emulators.telegram_api")
+_LOG = logging.getLogger("fleetgram.emulators.telegram_api")
 
 _NOT_MODIFIED = (
     "Bad Request: message is not modified: specified new message content and reply markup are "
@@ -74,11 +94,13 @@ _JSON_FIELDS = frozenset(
     "entities caption_entities".split()
 )
 _INT_FIELDS = frozenset(
-    "offset limit timeout message_id reply_to_message_id cache_time message_thread_id".split()
+    "offset limit timeout message_id reply_to_message_id cache_time message_thread_id "
+    "draft_id".split()
 )
 _BOOL_FIELDS = frozenset(
     "disable_notification protect_content allow_sending_without_reply show_alert "
-    "drop_pending_updates disable_web_page_preview disable_content_type_detection".split()
+    "drop_pending_updates disable_web_page_preview disable_content_type_detection can_stop "
+    "keep_on_stop".split()
 )
 _BUTTON_ACTIONS = frozenset(
     "url callback_data callback_game pay switch_inline_query switch_inline_query_current_chat "
@@ -198,6 +220,21 @@ class ChatMessage:
         extra += f" document={self.document['file_name']!r}" if self.document else ""
         extra += f" {'/'.join(self.media)}" if self.media else ""
         return f"ChatMessage(#{self.message_id} {who}: {self.text[:80]!r}{extra})"
+
+
+THINKING = "Thinking..."  # what a client shows for a draft with empty text
+
+
+@dataclass(frozen=True)
+class DraftUpdate:
+    """One accepted sendMessageDraft: when (the event loop's clock), which draft, what it shows
+    (``THINKING`` for empty text)."""
+
+    at: float
+    draft_id: int
+    text: str
+    parse_mode: str | None
+    entities: list[dict[str, Any]] = field(default_factory=list)
 
 
 # ----------------------------------------------------------------------------- text parsing
@@ -860,6 +897,11 @@ class _Chat:
         self.opened = False
         self.blocked = False
         self.tokens, self.refilled_at = float(burst), now
+        # The live draft the client shows (None: none); drafts have their own allowance.
+        self.draft: DraftUpdate | None = None
+        self.draft_log: list[DraftUpdate] = []
+        self.draft_tokens: float | None = None  # filled at the first draft
+        self.draft_refilled_at = now
 
     def find(self, message_id: Any) -> _Message | None:
         return next(
@@ -1315,6 +1357,31 @@ class SimUser:
     def bot_texts(self, bot: str) -> list[str]:
         return [m.text for m in self.chat(bot) if m.from_bot]
 
+    def visible_draft(self, bot: str) -> str | None:
+        """The draft the client shows below the chat now: its text, "Thinking..." for an empty
+        one, None when there is none (never sent, expired, or replaced by a message)."""
+        return self._emu.visible_draft(bot, self.user_id)
+
+    def draft_log(self, bot: str) -> list[DraftUpdate]:
+        """Every draft the bot wrote to this chat, oldest first (what was on screen when)."""
+        return list(self._emu._chat(self._emu._bot(bot), self).draft_log)
+
+    async def wait_for_draft(
+        self, bot: str, predicate: Callable[[str], bool], timeout: float = 10.0
+    ) -> str:
+        """Wait until the visible draft satisfies ``predicate``; AssertionError on timeout."""
+        deadline = _now() + timeout
+        while True:
+            shown = self.visible_draft(bot)
+            if shown is not None and predicate(shown):
+                return shown
+            if _now() >= deadline:
+                raise AssertionError(
+                    f"no matching draft in the chat of user {self.user_id} within {timeout}s; "
+                    f"shown: {shown!r}; last writes: {self.draft_log(bot)[-3:]}"
+                )
+            await asyncio.sleep(0.01)
+
     async def wait_for(
         self,
         bot: str,
@@ -1346,6 +1413,23 @@ class SimUser:
         """Wait for a message *of the bot* containing ``substring`` (the user's own never match)."""
         return await self.wait_for(bot, lambda m: m.from_bot and substring in m.text, timeout)
 
+    def sees(self, bot: str, substring: str) -> bool:
+        """Whether the chat shows ``substring`` now: in a message of the bot, or in its live
+        draft (a streaming answer is a draft until it is sent as a message)."""
+        return substring in (self.visible_draft(bot) or "") or any(
+            m.from_bot and substring in m.text for m in self.chat(bot))
+
+    async def wait_to_see(self, bot: str, substring: str, timeout: float = 10.0) -> None:
+        """Wait until the chat shows ``substring``, in a message or in the live draft."""
+        deadline = _now() + timeout
+        while not self.sees(bot, substring):
+            if _now() >= deadline:
+                raise AssertionError(
+                    f"the chat of user {self.user_id} with @{self._emu._bot(bot).username} "
+                    f"did not show {substring!r} within {timeout}s; draft: "
+                    f"{self.visible_draft(bot)!r}; messages: {self.bot_texts(bot)[-3:]!r}")
+            await asyncio.sleep(0.01)
+
     def __repr__(self) -> str:
         name = f" @{self.username}" if self.username else ""
         return f"SimUser(id={self.user_id} {self.first_name!r}{name})"
@@ -1355,8 +1439,25 @@ class SimUser:
 class TelegramEmulator:
     """The Bot API over HTTP on 127.0.0.1, in the caller's event loop."""
 
-    def __init__(self, *, chat_burst: int = 3, chat_rate: float = 1.0, bot_rate: int = 30) -> None:
+    def __init__(
+        self,
+        *,
+        chat_burst: int = 3,
+        chat_rate: float = 1.0,
+        bot_rate: int = 30,
+        draft_rate: float = 10.0,
+        draft_burst: int = 10,
+        draft_ttl: float = 30.0,
+        drafts_supported: bool = True,
+    ) -> None:
+        """``chat_*`` / ``bot_rate``: the message allowance (see ``_rate``). ``draft_rate`` /
+        ``draft_burst``: each private chat's draft allowance (undocumented by Telegram; a
+        token bucket of its own). ``draft_ttl``: seconds a draft stays shown after the bot's
+        last write (the doc's "30-second preview"; shorter in tests). ``drafts_supported``:
+        False answers sendMessageDraft as a server without the method does."""
         self.chat_burst, self.chat_rate, self.bot_rate = chat_burst, chat_rate, bot_rate
+        self.draft_rate, self.draft_burst, self.draft_ttl = draft_rate, draft_burst, draft_ttl
+        self.drafts_supported = drafts_supported
         self.url = ""
         self.calls: list[Call] = []
         self._bots: dict[str, _Bot] = {}
@@ -1536,6 +1637,17 @@ class TelegramEmulator:
 
     def history(self, bot: str, user_id: int) -> list[ChatMessage]:
         return self._users[user_id].chat(bot)
+
+    def visible_draft(self, bot: str, chat_id: int) -> str | None:
+        """What the client of ``chat_id`` shows as ``bot``'s live draft now (see SimUser)."""
+        user = self._users.get(chat_id)
+        if user is None:
+            return None
+        chat = self._chat(self._bot(bot), user)
+        draft = chat.draft
+        if draft is None or _now() - draft.at >= self.draft_ttl:
+            return None
+        return draft.text
 
     def bot_log(self, bot: str) -> list[str]:
         """Everything that happened to ``bot``: API calls with their answers, user actions."""
@@ -2023,6 +2135,7 @@ class TelegramEmulator:
             sender=bot.user_dict(),
         )
         chat.messages.append(msg)
+        self._clear_draft(chat)
         return chat.message_dict(msg)
 
     async def _m_sendDocument(self, bot: _Bot, params: dict[str, Any]) -> Any:
@@ -2055,6 +2168,7 @@ class TelegramEmulator:
             sender=bot.user_dict(),
         )
         chat.messages.append(msg)
+        self._clear_draft(chat)
         return chat.message_dict(msg)
 
     async def _m_sendPhoto(self, bot: _Bot, params: dict[str, Any]) -> Any:
@@ -2096,6 +2210,7 @@ class TelegramEmulator:
             sender=bot.user_dict(),
         )
         chat.messages.append(msg)
+        self._clear_draft(chat)
         return chat.message_dict(msg)
 
     def _store_photo(self, upload: dict[str, Any]) -> list[dict[str, Any]]:
@@ -2140,6 +2255,69 @@ class TelegramEmulator:
             "file_id": stored["file_id"], "file_unique_id": stored["file_unique_id"],
             "file_size": stored["file_size"], "width": 1280, "height": 960,
         }]
+
+    @staticmethod
+    def _clear_draft(chat: _Chat | _GroupChat) -> None:
+        """A message from the bot replaces its live draft: clients delete the draft "when
+        receiving a normal message within the same chat" (https://core.telegram.org/api/bots/ai)."""
+        if isinstance(chat, _Chat):
+            chat.draft = None
+
+    async def _m_sendMessageDraft(self, bot: _Bot, params: dict[str, Any]) -> Any:
+        """https://core.telegram.org/bots/api#sendmessagedraft (see the module docstring).
+
+        Checked in the order the official server reads a request (the text and its entities
+        before the chat; process_send_message_draft_query in tdlib/telegram-bot-api). The
+        errors of Telegram's servers, which the open-source code does not contain, are those
+        bots report: a group or supergroup gets 400 "Bad Request: TEXTDRAFT_PEER_INVALID"
+        (nullclaw/nullclaw#626); a zero or missing draft_id "Bad Request: RANDOM_ID_INVALID"
+        (the MTProto name of the draft id is random_id; text of this error not confirmed by a
+        public report, taken as plausible); text over 4096 characters "Bad Request: message is
+        too long", as for sendMessage."""
+        if not self.drafts_supported:
+            raise ApiError(404, "Not Found")  # a server that predates the method
+        text, entities, parse_mode = self._draft_text(params)
+        chat = self._target_chat(bot, params, write=True)
+        if isinstance(chat, _GroupChat):
+            raise _bad("TEXTDRAFT_PEER_INVALID")
+        draft_id = params.get("draft_id")
+        if not isinstance(draft_id, int) or draft_id == 0:
+            raise _bad("RANDOM_ID_INVALID")
+        self._draft_allowance(chat)
+        update = DraftUpdate(_now(), draft_id, text or THINKING, parse_mode, entities)
+        chat.draft = update
+        chat.draft_log.append(update)
+        return True
+
+    def _draft_text(self, params: dict[str, Any]) -> tuple[str, list[dict[str, Any]], str | None]:
+        """The draft's text after entity parsing, "" for none (the "Thinking..." placeholder):
+        same parsers, errors and 4096 limit as sendMessage, but empty text is allowed."""
+        raw = params.get("text")
+        if raw is None or not str(raw).strip():
+            return "", [], params.get("parse_mode") or None
+        try:
+            _raw, text, entities, parse_mode = self._format(params, "text", limit=4096)
+        except ApiError as error:
+            if error.description != "Bad Request: message must be non-empty":
+                raise
+            return "", [], params.get("parse_mode") or None  # only whitespace after parsing
+        return text, entities, parse_mode
+
+    def _draft_allowance(self, chat: _Chat) -> None:
+        """The chat's draft token bucket: ``draft_rate`` per second, ``draft_burst`` at once."""
+        now = _now()
+        if chat.draft_tokens is None:
+            chat.draft_tokens = float(self.draft_burst)
+        chat.draft_tokens = min(
+            float(self.draft_burst),
+            chat.draft_tokens + (now - chat.draft_refilled_at) * self.draft_rate,
+        )
+        chat.draft_refilled_at = now
+        if chat.draft_tokens < 1.0:
+            wait = (1.0 - chat.draft_tokens) / self.draft_rate
+            seconds = max(1, math.ceil(wait - 1e-9))
+            raise ApiError(429, f"Too Many Requests: retry after {seconds}", retry_after=seconds)
+        chat.draft_tokens -= 1.0
 
     async def _m_getFile(self, bot: _Bot, params: dict[str, Any]) -> Any:
         doc = self._files.get(str(params.get("file_id")))

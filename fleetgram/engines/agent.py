@@ -44,13 +44,15 @@ from claude_agent_sdk import (
 from claude_agent_sdk.types import StreamEvent
 
 from fleetgram import metrics
+from fleetgram.budget import BudgetReached, agent_budget, daily_cap_binds
 from fleetgram.claude.pricing import price_for, with_cost
 from fleetgram.config import PermissionMode, Settings
-from fleetgram.domain import Usage
+from fleetgram.domain import Usage, utcnow
 from fleetgram.engines.activity import result_line, tool_line
 from fleetgram.engines.base import ApprovalChoice, Limit, ToolCall, TurnContext, TurnResult
 from fleetgram.engines.launcher import REAL_CLI, RELAY, bundled_cli
 from fleetgram.engines.permissions import Verdict, decide, denial_message, sdk_permission_mode
+from fleetgram.spend import task_cap
 from fleetgram.store.base import ApiCall, Store
 from fleetgram.telegram.files import prompt_with_files, save_files
 from fleetgram.workspace import Workspace
@@ -292,6 +294,9 @@ class AgentEngine:
 
     async def run(self, prompt: str, ctx: TurnContext) -> TurnResult:
         task = ctx.task
+        # The user's daily budget: the CLI's max_budget_usd is at most what is left of it.
+        ctx.meter.cap = await task_cap(self.store, self.settings, task.user_id, utcnow())
+        ctx.meter.check()
         await self.prepare()
         branch = await self.workspace.begin(task.id)
         if branch is not None and branch.resumed:
@@ -308,7 +313,12 @@ class AgentEngine:
             changes = await self.workspace.finish(task.id, task.title)
             report = changes.summary() if changes is not None else ""
         assert turn.result is not None
-        return TurnResult(turn.text, limit_of(turn.result), report)
+        limit = limit_of(turn.result)
+        cap = ctx.meter.cap
+        if limit == Limit.BUDGET and cap is not None and daily_cap_binds(
+                self.settings.task_budget_usd, cap):
+            raise BudgetReached(cap.budget)  # what it did is kept on its branch
+        return TurnResult(turn.text, limit, report)
 
     async def interrupt(self) -> None:
         client = self._client
@@ -431,7 +441,7 @@ class AgentEngine:
             mcp_servers={"fleet": create_sdk_mcp_server("fleet", tools=[send_file])},
             system_prompt={"type": "preset", "preset": "claude_code", "append": APPEND_SYSTEM},
             max_turns=settings.task_max_turns,
-            max_budget_usd=settings.task_budget_usd,
+            max_budget_usd=agent_budget(settings.task_budget_usd, ctx.meter.cap),
             env=cli_environment(settings, self.workspace),
             cli_path=launcher_path(),
             settings=json.dumps(permission_rules(settings, self.slot)),

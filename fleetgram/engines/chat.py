@@ -1,5 +1,10 @@
 """The chat engine: the Messages API, talk only (WORKER_ENGINE=chat, the default).
 
+Files sent with the prompt (photos, image and PDF documents, text files: the task's
+attachments, see fleetgram.media) go with this turn only, as image / document / text blocks;
+the stored conversation keeps placeholders for images and PDFs, so later turns do not resend
+them.
+
 The conversation's turns live in the store; before a call they are compacted when they near
 the context window (fleetgram.claude.compaction), and a "prompt is too long" from the API is
 answered once by trimming hard and calling again.
@@ -22,7 +27,10 @@ from fleetgram.claude.compaction import (
 from fleetgram.claude.deadline import CallLimits
 from fleetgram.claude.runner import ClaudeRunner, TurnOutcome, is_prompt_too_long
 from fleetgram.config import Settings
+from fleetgram.domain import Attachment, utcnow
 from fleetgram.engines.base import TurnContext, TurnResult
+from fleetgram.media import history_blocks, request_blocks
+from fleetgram.spend import task_cap
 from fleetgram.store.base import Store
 from fleetgram.worker.steps import StepFailed
 
@@ -44,7 +52,12 @@ class ChatEngine:
         self.context_tokens: dict[int, int] = {}
 
     async def run(self, prompt: str, ctx: TurnContext) -> TurnResult:
+        # The user's daily budget: what this task may spend, checked as Claude streams.
+        ctx.meter.cap = await task_cap(self.store, self.settings, ctx.task.user_id, utcnow())
+        ctx.meter.check()
         history = await self._history(prompt, ctx)
+        files = await self._attachments(ctx)
+        content = request_blocks(prompt, _triples(files)) if files else None
         shown = [False]
 
         def on_text(delta: str) -> None:
@@ -52,13 +65,16 @@ class ChatEngine:
             ctx.text(delta)
 
         try:
-            outcome = await self._call(history, prompt, ctx, on_text)
+            outcome = await self._call(history, prompt, ctx, on_text, content)
         except Exception as error:
             if not is_prompt_too_long(error) or not history or shown[0]:
                 raise
             # Our estimate fell short of the real count: trim hard and try once more.
             history = await self._compact(history, ctx, summarise=False)
-            outcome = await self._call(history, prompt, ctx, on_text)
+            outcome = await self._call(history, prompt, ctx, on_text, content)
+        if files:  # the conversation keeps placeholders, not the files' base64
+            kept = {"role": "user", "content": history_blocks(prompt, _triples(files))}
+            outcome = TurnOutcome(outcome.text, [kept, *outcome.turns[1:]], outcome.stop_reason)
         await self._keep(outcome, ctx)
         return TurnResult(outcome.text)
 
@@ -69,8 +85,15 @@ class ChatEngine:
         return None
 
     async def _call(self, history: list[dict[str, Any]], prompt: str, ctx: TurnContext,
-                    on_text: Any) -> TurnOutcome:
-        return await self.runner.run(history, prompt, on_text=on_text, meter=ctx.meter)
+                    on_text: Any, content: list[dict[str, Any]] | None = None) -> TurnOutcome:
+        if content is None:
+            return await self.runner.run(history, prompt, on_text=on_text, meter=ctx.meter)
+        return await self.runner.run(history, prompt, on_text=on_text, meter=ctx.meter,
+                                     content=content)
+
+    async def _attachments(self, ctx: TurnContext) -> list[Attachment]:
+        task_id = ctx.task.id
+        return list(await ctx.persist(lambda: self.store.load_attachments(task_id)))
 
     async def _history(self, prompt: str, ctx: TurnContext) -> list[dict[str, Any]]:
         conversation = ctx.conversation
@@ -119,3 +142,7 @@ class ChatEngine:
             self.context_tokens[conversation] = (
                 last.input_tokens + last.cache_read_tokens + last.cache_write_tokens
                 + last.output_tokens)
+
+
+def _triples(files: list[Attachment]) -> list[tuple[str, str | None, bytes]]:
+    return [(f.name, f.mime, f.data) for f in files]

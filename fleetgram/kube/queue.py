@@ -66,9 +66,11 @@ from fleetgram.store.base import (
     CancelResult,
     Store,
     UnstorableText,
+    UsageLine,
     check_storable,
     storable,
 )
+from fleetgram.store.signals import Signals, signals_of
 from fleetgram.store.sql import DuplicateTaskError
 
 log = logging.getLogger(__name__)
@@ -149,6 +151,13 @@ class ClusterStore:
         self._kube = kube
         self._owns_kube = kube is None
         self._kubeconfig = kubeconfig
+
+    @property
+    def signals(self) -> Signals | None:
+        """The SQL store's change signals: the outbox's wake the master; "tasks changed"
+        comes from SQL too (a task's record is written with each change made here, and the
+        operator can signal an assignment on the same database)."""
+        return signals_of(self.inner)
 
     @property
     def kube(self) -> KubeClient:
@@ -577,6 +586,12 @@ class ClusterStore:
         obj = await self._change_status(task_id, decide)
         if obj is not None:
             await self._archive(task_of(obj))
+
+    async def usage_since(
+        self, since: datetime, *, user_id: int | None = None, until: datetime | None = None
+    ) -> list[UsageLine]:
+        """The SQL ledger's (record_api_call gives every call's task a SQL record)."""
+        return await self.inner.usage_since(since, user_id=user_id, until=until)
 
     async def record_api_call(self, call: ApiCall) -> None:
         """The call goes to the SQL ledger (and the SQL task's totals); the BotTask's

@@ -93,6 +93,18 @@ class ApiCall:
     usage: Usage
     stop_reason: str | None = None
     duration_s: float = 0.0
+    at: datetime | None = None  # when the call was recorded; None: now (set for tests/imports)
+
+
+@dataclass(frozen=True)
+class UsageLine:
+    """The usage ledger summed for one user on one worker over a period (see usage_since).
+    `user_id` is None for calls whose task is no longer recorded (or had none)."""
+
+    user_id: int | None
+    worker: str
+    usage: Usage
+    tasks: int  # distinct tasks with calls in the period
 
 
 class Store(Protocol):
@@ -205,6 +217,13 @@ class Store(Protocol):
 
     async def record_api_call(self, call: ApiCall) -> None:
         """Append the call to the usage ledger and add it to the task's totals."""
+
+    async def usage_since(
+        self, since: datetime, *, user_id: int | None = None, until: datetime | None = None
+    ) -> list[UsageLine]:
+        """The ledger's calls recorded at or after `since` (and before `until`, if given),
+        summed per (user, worker) through the calls' tasks; of `user_id` only if given.
+        Ordered by user, then worker. Budgets and /usage read it."""
 
     async def purge_finished(self, before: datetime) -> int:
         """Delete finished tasks completed before `before`, delivered events created before it

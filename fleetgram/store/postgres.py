@@ -3,6 +3,10 @@
 Each writing operation is one transaction on one pooled connection. The claim takes its row with
 `FOR UPDATE SKIP LOCKED`, so concurrent claimers (any number of processes or hosts) each get a
 different task without waiting on one another.
+
+Change signals: a write that creates or requeues a task, or writes an outbox event, sends
+`pg_notify` in its own transaction (delivered at commit, see fleetgram.store.signals), and a
+dedicated LISTEN connection, opened once something subscribes, wakes this process's listeners.
 """
 
 from __future__ import annotations
@@ -17,6 +21,7 @@ from psycopg.rows import dict_row
 from psycopg_pool import AsyncConnectionPool
 
 from fleetgram.store.dialect import POSTGRES
+from fleetgram.store.signals import Channel, PostgresListener, Signals
 from fleetgram.store.sql import Row, SqlStore, to_utc
 
 
@@ -31,6 +36,12 @@ def _query(sql: str, params: Sequence[Any]) -> tuple[str, tuple[Any, ...] | None
 class _PostgresTx:
     def __init__(self, conn: AsyncConnection[Any]) -> None:
         self._conn = conn
+        self.signalled: set[Channel] = set()
+
+    async def notify(self, channel: Channel) -> None:
+        if channel not in self.signalled:
+            self.signalled.add(channel)
+            await self.execute("SELECT pg_notify(?, '')", channel.value)
 
     async def execute(self, sql: str, *params: Any) -> int:
         async with self._conn.cursor() as cursor:
@@ -63,6 +74,15 @@ class PostgresStore(SqlStore):
         self.max_size = max_size
         self.connect_timeout_s = connect_timeout_s
         self._pool: AsyncConnectionPool[AsyncConnection[Any]] | None = None
+        self.signals = Signals(on_subscribe=self._listen)
+        self.listener = PostgresListener(url, self.signals,
+                                         connect_timeout_s=connect_timeout_s)
+
+    def _listen(self) -> None:
+        """Someone subscribed: hear the other processes' writes too (once the store is
+        open; open() starts it for subscriptions made before)."""
+        if self._pool is not None:
+            self.listener.start()
 
     async def open(self) -> None:
         if self._pool is not None:
@@ -86,8 +106,11 @@ class PostgresStore(SqlStore):
         except BaseException:
             await self.close()
             raise
+        if self.signals.has_listeners:
+            self.listener.start()
 
     async def close(self) -> None:
+        await self.listener.close()
         pool, self._pool = self._pool, None
         if pool is not None:
             await pool.close()
@@ -99,8 +122,13 @@ class PostgresStore(SqlStore):
 
     @asynccontextmanager
     async def _write(self) -> AsyncIterator[_PostgresTx]:
-        async with self._pool_or_fail().connection() as conn, conn.transaction():
-            yield _PostgresTx(conn)
+        async with self._pool_or_fail().connection() as conn:
+            async with conn.transaction():
+                tx = _PostgresTx(conn)
+                yield tx
+            # Committed: this process's listeners need not wait for the LISTEN round trip.
+            for channel in tx.signalled:
+                self.signals.fire(channel)
 
     @asynccontextmanager
     async def _read(self) -> AsyncIterator[_PostgresTx]:

@@ -29,11 +29,13 @@ from fleetgram.store.base import (
     ApiCall,
     CancelOutcome,
     CancelResult,
+    UsageLine,
     check_storable,
     storable,
 )
 from fleetgram.store.dialect import Dialect
 from fleetgram.store.migrate import load_migrations
+from fleetgram.store.signals import Channel, Signals
 
 Row = dict[str, Any]
 
@@ -47,6 +49,10 @@ class Tx(Protocol):
     async def fetchall(self, sql: str, *params: Any) -> list[Row]: ...
 
     async def fetchone(self, sql: str, *params: Any) -> Row | None: ...
+
+    async def notify(self, channel: Channel) -> None:
+        """Signal `channel` once this transaction commits (never before, never if it rolls
+        back): in this process, and on Postgres in every process that listens."""
 
 
 class DuplicateTaskError(ValueError):
@@ -223,6 +229,8 @@ class SqlStore(ABC):
     """The `Store` over any engine that supplies `_write`, `_read`, `open` and `close`."""
 
     dialect: Dialect
+    # Change signals (fleetgram.store.signals): set by each engine's __init__.
+    signals: Signals
 
     @abstractmethod
     async def open(self) -> None: ...
@@ -274,6 +282,14 @@ class SqlStore(ABC):
             )
         return [(row["version"], _required_dt(row["applied_at"])) for row in rows]
 
+    # --- change signals ------------------------------------------------------------------
+    async def signal(self, channel: Channel) -> None:
+        """Signal `channel` to every listener (on Postgres, in every process) without a
+        write of its own: for a change made outside this store, such as the operator's
+        assignment of a BotTask in cluster mode, which the worker's claim then finds."""
+        async with self._write() as tx:
+            await tx.notify(channel)
+
     # --- task queue ----------------------------------------------------------------------
     async def create_task(
         self, task: Task, event: tuple[str, dict[str, Any]] | None = None
@@ -289,6 +305,7 @@ class SqlStore(ABC):
             )
             assert row is not None
             created = _task(row)
+            await tx.notify(Channel.TASKS)
             if event is not None:
                 await self._insert_event(tx, event, created, created.created_at)
         return created
@@ -535,6 +552,7 @@ class SqlStore(ABC):
                 task.id,
             )
             kind, payload = "requeued", {"attempts": task.attempts, "reason": reason}
+            await tx.notify(Channel.TASKS)
         assert row is not None
         after = _task(row)
         payload = {**payload, "worker": worker, "title": after.title}
@@ -571,7 +589,7 @@ class SqlStore(ABC):
                 usage.cost_usd,
                 call.stop_reason,
                 call.duration_s,
-                utcnow(),
+                utcnow() if call.at is None else to_utc(call.at),
             )
             if call.task_id is not None:
                 await tx.execute(
@@ -611,6 +629,46 @@ class SqlStore(ABC):
             )
             for row in rows
         ]
+
+    async def usage_since(
+        self, since: datetime, *, user_id: int | None = None, until: datetime | None = None
+    ) -> list[UsageLine]:
+        # The ledger has no user column: a call's user is its task's (LEFT JOIN keeps calls
+        # whose task was purged, as user None, in the fleet's totals).
+        where, params = ["c.created_at >= ?"], [to_utc(since)]
+        if until is not None:
+            where.append("c.created_at < ?")
+            params.append(to_utc(until))
+        if user_id is not None:
+            where.append("t.user_id = ?")
+            params.append(user_id)
+        async with self._read() as tx:
+            rows = await tx.fetchall(
+                "SELECT t.user_id AS user_id, c.worker AS worker, "
+                "SUM(c.input_tokens) AS input_tokens, SUM(c.output_tokens) AS output_tokens, "
+                "SUM(c.cache_read_tokens) AS cache_read_tokens, "
+                "SUM(c.cache_write_tokens) AS cache_write_tokens, SUM(c.cost_usd) AS cost_usd, "
+                "COUNT(DISTINCT c.task_id) AS tasks "
+                "FROM api_calls AS c LEFT JOIN tasks AS t ON t.task_id = c.task_id "
+                f"WHERE {' AND '.join(where)} "
+                "GROUP BY t.user_id, c.worker",
+                *params,
+            )
+        lines = [
+            UsageLine(
+                user_id=None if row["user_id"] is None else int(row["user_id"]),
+                worker=row["worker"],
+                usage=Usage(
+                    int(row["input_tokens"] or 0), int(row["output_tokens"] or 0),
+                    int(row["cache_read_tokens"] or 0), int(row["cache_write_tokens"] or 0),
+                    round(float(row["cost_usd"] or 0), 6),
+                ),
+                tasks=int(row["tasks"]),
+            )
+            for row in rows
+        ]
+        # In Python: the engines sort NULL (no user) differently; unknown users go last.
+        return sorted(lines, key=lambda u: (u.user_id is None, u.user_id or 0, u.worker))
 
     async def purge_finished(self, before: datetime) -> int:
         """Delete finished tasks completed before `before` (with their attachments), delivered
@@ -778,6 +836,7 @@ class SqlStore(ABC):
             now,
         )
         assert row is not None
+        await tx.notify(Channel.OUTBOX)
         return int(row["id"])
 
     # --- conversations -------------------------------------------------------------------

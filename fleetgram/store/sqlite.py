@@ -19,6 +19,7 @@ from typing import Any
 import aiosqlite
 
 from fleetgram.store.dialect import SQLITE
+from fleetgram.store.signals import Channel, Signals
 from fleetgram.store.sql import Row, SqlStore, to_utc
 
 MEMORY = ":memory:"
@@ -34,6 +35,12 @@ def _param(value: Any) -> Any:
 class _SQLiteTx:
     def __init__(self, db: aiosqlite.Connection) -> None:
         self._db = db
+        self.signalled: set[Channel] = set()
+
+    async def notify(self, channel: Channel) -> None:
+        # SQLite has no NOTIFY: fired in this process after COMMIT (see _write); other
+        # processes sharing the file find the change at their next poll.
+        self.signalled.add(channel)
 
     async def execute(self, sql: str, *params: Any) -> int:
         cursor = await self._db.execute(SQLITE.sql(sql), _params(params))
@@ -63,6 +70,7 @@ class SQLiteStore(SqlStore):
         self.busy_timeout_s = busy_timeout_s
         self._db: aiosqlite.Connection | None = None
         self._lock = asyncio.Lock()
+        self.signals = Signals()
 
     async def open(self) -> None:
         if self._db is not None:
@@ -118,13 +126,16 @@ class SQLiteStore(SqlStore):
         db = self._connection()
         async with self._lock:
             await db.execute("BEGIN IMMEDIATE")
+            tx = _SQLiteTx(db)
             try:
-                yield _SQLiteTx(db)
+                yield tx
             except BaseException:
                 if db.in_transaction:  # some errors (SQLITE_FULL, ...) end it themselves
                     await db.execute("ROLLBACK")
                 raise
             await db.execute("COMMIT")
+        for channel in tx.signalled:
+            self.signals.fire(channel)
 
     @asynccontextmanager
     async def _read(self) -> AsyncIterator[_SQLiteTx]:

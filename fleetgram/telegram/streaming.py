@@ -27,12 +27,50 @@ reply), so an earlier message of ours is never touched.
 
 The final text always reaches the chat: when the final edits keep failing, the text not yet
 shown is sent as new plain-text messages.
+
+Drafts (native streaming). In a private chat the growing text is shown with sendMessageDraft
+instead of edits. What the Bot API documents
+(https://core.telegram.org/bots/api/methods/sendmessagedraft.md, canonical
+https://core.telegram.org/bots/api#sendmessagedraft; Bot API 9.3, open to every bot since 9.5):
+
+- "stream a partial message to a user while the message is being generated. Note that the
+  streamed draft is ephemeral and acts as a temporary 30-second preview - once the output is
+  finalized, you must call sendMessage with the complete message to persist it in the user's
+  chat." So the final text always goes out with sendMessage, and a draft left alone for 30 s
+  disappears: while Claude is quiet the draft is written again every ``draft_keepalive``.
+- ``chat_id``: "Unique identifier for the target private chat" (groups: 400
+  "Bad Request: TEXTDRAFT_PEER_INVALID", as bots report it, e.g. nullclaw/nullclaw#626; groups
+  therefore always use edits).
+- ``draft_id``: "must be non-zero. Changes to drafts with the same identifier are animated.
+  Otherwise, the draft is replaced without animation." One id per message-sized part.
+- ``text``: "0-4096 characters after entities parsing. Pass an empty text to show a
+  "Thinking..." placeholder"; ``parse_mode`` as for sendMessage (HTML, same "can't parse
+  entities" errors, so the same plain-text fallback).
+- ``can_stop`` (Bot API 10.x, "Pass True to show the user a button to stop further drafts", with
+  a ``stopped_message_generation`` update) is not used: /cancel stays the way to stop.
+- How clients show it (https://core.telegram.org/api/bots/ai, "Live response streaming"): as a
+  normal message "always pinned to the bottom of the chat", one live draft per chat, deleted
+  "message_typing_draft_ttl seconds after they're received, or when receiving a normal message
+  within the same chat" -- a permanent part sent with sendMessage replaces the draft, and the
+  rest is drafted on under the next id.
+- Rate limits: the documentation gives no figure for drafts (nor lists them in the FAQ's
+  limits, https://core.telegram.org/bots/faq#my-bot-is-hitting-limits-how-do-i-avoid-this, about
+  one message per second per chat); drafts do get 429 + retry_after in the wild. Drafts are
+  therefore spaced ``draft_interval`` (0.3 s) apart, the first text goes out at once, and a 429
+  on a draft only postpones the next draft (it is never waited out inside finish: the final
+  sendMessage supersedes it). Permanent messages keep the 1-per-``min_interval`` rule.
+
+When a draft is refused (a server without the method: 404; "TEXTDRAFT_PEER_INVALID" or another
+400 about drafts), the reply falls back to edits and the bot is remembered
+(``drafts_refused``), so later replies of that bot do not try again.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import math
+import random
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
@@ -42,7 +80,9 @@ import telegram
 from telegram.constants import ParseMode
 from telegram.error import (
     BadRequest,
+    EndPointNotFound,
     Forbidden,
+    InvalidToken,
     NetworkError,
     RetryAfter,
     TelegramError,
@@ -52,7 +92,13 @@ from .delivery import maybe_processed, retry_after_seconds
 from .formatting import escape, markdown_to_html, utf16_len, visible_length, visible_text
 from .splitting import DEFAULT_LIMIT, TELEGRAM_LIMIT, split_for_telegram
 
-__all__ = ["ChatUnavailable", "StreamingReply", "retry_after_seconds"]
+__all__ = [
+    "ChatUnavailable",
+    "StreamingReply",
+    "drafts_refused",
+    "forget_draft_refusals",
+    "retry_after_seconds",
+]
 
 _LOG = logging.getLogger(__name__)
 _T = TypeVar("_T")
@@ -62,6 +108,39 @@ EMPTY = "(no text)"  # shown when a reply ends without any text
 HEADER_MAX = 256  # UTF-16 units of the header line kept; longer headers are shortened
 _CLOSER_ROOM = 5  # a chunk may carry an invisible closing fence; its plain form shows it
 _NO_PREVIEW = telegram.LinkPreviewOptions(is_disabled=True)
+DRAFT_INTERVAL = 0.3  # seconds between drafts (no documented figure; see the module docstring)
+DRAFT_KEEPALIVE = 20.0  # a quiet draft is written again this often (clients drop it after 30 s)
+_DRAFT_ID_MAX = 2**31 - 1
+
+# Bots (by token) whose drafts Telegram refused: their later replies use edits at once.
+_REFUSED: set[str] = set()
+
+
+def drafts_refused(bot: telegram.Bot) -> bool:
+    """Telegram refused this bot's drafts before (kept for the life of the process)."""
+    return bot.token in _REFUSED
+
+
+def forget_draft_refusals() -> None:
+    """Try drafts again for every bot (tests; a server upgraded in the meantime)."""
+    _REFUSED.clear()
+
+
+class _DraftsRefused(Exception):
+    """sendMessageDraft is not available for this chat or bot."""
+
+
+def _refuses_drafts(error: TelegramError) -> bool:
+    """A draft answer meaning "no drafts here": the method is missing (404, which PTB raises as
+    InvalidToken) or a 400 about the peer or drafts. Entity errors are not refusals."""
+    if isinstance(error, InvalidToken | EndPointNotFound):
+        return True
+    if not isinstance(error, BadRequest):
+        return False
+    reason = error.message.lower()
+    if "can't parse entities" in reason:
+        return False
+    return any(word in reason for word in ("draft", "method", "peer_invalid", "not found"))
 
 
 class ChatUnavailable(Exception):
@@ -126,6 +205,9 @@ class StreamingReply:
         limit: int = DEFAULT_LIMIT,
         clock: Callable[[], float] = time.monotonic,
         known_floor: int | None = None,
+        drafts: bool = True,
+        draft_interval: float = DRAFT_INTERVAL,
+        draft_keepalive: float = DRAFT_KEEPALIVE,
     ) -> None:
         self._bot = bot
         self.chat_id = chat_id
@@ -153,6 +235,14 @@ class StreamingReply:
         self._closed = False  # finish/abort began: no more text is taken
         self._done = False  # the final text is shown
         self._error: ChatUnavailable | None = None
+        # Drafts: private chats only (a group's id is negative), unless refused before.
+        self._drafting = drafts and chat_id > 0 and not drafts_refused(bot)
+        self._draft_interval = draft_interval
+        self._draft_keepalive = draft_keepalive
+        self._draft_base = random.randint(1, _DRAFT_ID_MAX - 10_000)
+        self._draft_shown: tuple[int, str] | None = None  # (draft_id, text) the client shows
+        self._draft_at = -math.inf  # clock time of the last draft written
+        self._not_before = 0.0  # drafts: clock time before which the flusher does not call
 
     # ------------------------------------------------------------------ public interface
     @property
@@ -164,7 +254,9 @@ class StreamingReply:
         return self._text
 
     async def start(self) -> None:
-        """Send the first message (the header and "…") now, then flush in the background.
+        """Show the reply's start now -- in a private chat a draft (the header and "…", or
+        "Thinking..." without a header), elsewhere the first message -- then flush in the
+        background.
 
         Raises ``ChatUnavailable`` if Telegram answers 403; other errors once the retries
         are spent, after which ``start`` may be called again."""
@@ -172,6 +264,25 @@ class StreamingReply:
             return
         self._started = True
         first = self._compose(0, "", "", final=False)
+        if self._drafting:
+            try:
+                async with self._lock:
+                    await self._put_draft(0, first)
+            except ChatUnavailable as error:
+                self._error = error
+                raise
+            except _DraftsRefused:
+                pass  # fell back to edits: the first message, as without drafts
+            except RetryAfter:
+                self._start_flusher()  # the placeholder is cosmetic: the text comes later
+                return
+            except BaseException:
+                self._started = False
+                raise
+            else:
+                self._not_before = 0.0  # the first text goes out as soon as it arrives
+                self._start_flusher()
+                return
         try:
             message = await self._deliver(None, first, plain=False)
         except ChatUnavailable as error:
@@ -183,6 +294,9 @@ class StreamingReply:
         self.message_ids.append(message.message_id)
         self._shown.append(first)
         self._next_at = self._clock() + self._min_interval
+        self._start_flusher()
+
+    def _start_flusher(self) -> None:
         self._task = asyncio.create_task(self._flush_loop(), name=f"streaming-reply-{self.chat_id}")
 
     def append(self, delta: str) -> None:
@@ -225,12 +339,12 @@ class StreamingReply:
     # ------------------------------------------------------------------ flushing
     async def _flush_loop(self) -> None:
         while True:
-            await self._dirty.wait()
-            delay = self._next_at - self._clock()
+            refresh = not await self._wait_dirty()
+            delay = (self._not_before if self._drafting else self._next_at) - self._clock()
             if delay > 0:
                 await asyncio.sleep(delay)
             self._dirty.clear()
-            sync = asyncio.ensure_future(self._sync(final=False))
+            sync = asyncio.ensure_future(self._sync(final=False, refresh=refresh))
             try:
                 await asyncio.shield(sync)
             except asyncio.CancelledError:
@@ -245,7 +359,24 @@ class StreamingReply:
             except Exception as error:  # keep streaming; the next flush tries again
                 _LOG.warning("chat %s: flush failed: %r", self.chat_id, error)
                 self._next_at = self._clock() + max(self._min_interval, self.backoff_base)
+                self._not_before = self._next_at
                 self._dirty.set()
+
+    async def _wait_dirty(self) -> bool:
+        """Wait for new text; False when, instead, the shown draft is due to be written again
+        before the client drops it."""
+        if not self._drafting or self._draft_shown is None:
+            await self._dirty.wait()
+            return True
+        timeout = self._draft_at + self._draft_keepalive - self._clock()
+        # Not asyncio.wait_for: on 3.11 it can swallow a cancel that meets the event being set,
+        # and finish() would wait for a flusher that never stops.
+        waiter = asyncio.ensure_future(self._dirty.wait())
+        try:
+            done, _ = await asyncio.wait({waiter}, timeout=max(timeout, 0.0))
+        finally:
+            waiter.cancel()
+        return bool(done)
 
     def _note_failure(self, sync: asyncio.Future[None]) -> None:
         if sync.cancelled():
@@ -316,27 +447,69 @@ class StreamingReply:
                 _LOG.warning("chat %s: final flush failed (%r), again", self.chat_id, error)
                 self._next_at = self._clock() + self.backoff_max
 
-    async def _sync(self, *, final: bool, footer: str = "") -> None:
+    async def _sync(self, *, final: bool, footer: str = "", refresh: bool = False) -> None:
         """Bring the chat up to date: edit what changed, send what is new (at most one new
-        message unless ``final``)."""
+        message unless ``final``); while drafting, draft the part being written instead."""
         async with self._lock:
-            renders = self._renders(final=final, footer=footer)
-            sent = False
+            if self._drafting and not final:
+                try:
+                    await self._sync_draft(refresh=refresh)
+                    return
+                except _DraftsRefused:
+                    pass  # fell back: edits from here on
+            await self._sync_edits(final=final, footer=footer)
+
+    async def _sync_draft(self, *, refresh: bool) -> None:
+        """Draft the first part not yet permanent; once that part is complete (the text has
+        outgrown it), send it with sendMessage (which replaces the draft) when the chat's
+        message allowance permits, and draft the next part under a new id."""
+        renders = self._renders(final=False, footer="")
+        index = len(self.message_ids)
+        if index >= len(renders):
+            return  # nothing visible past the permanent parts yet
+        complete = index < len(renders) - 1  # the text outgrew this part: it never changes
+        if complete and self._clock() >= self._next_at:
+            message = await self._deliver(None, renders[index], plain=False, index=index)
+            self.message_ids.append(message.message_id)
+            self._shown.append(renders[index])
+            self._next_at = self._clock() + self._min_interval
+            self._draft_shown = None  # the message took the draft's place
+            self._not_before = self._clock()
+            self._dirty.set()  # the next part's draft, now
+            return
+        shown = (self._draft_id(index), self._draft_html(renders[index]))
+        if refresh or self._draft_shown != shown:
             try:
-                for index, render in enumerate(renders):
-                    if index < len(self.message_ids):
-                        if self._shown[index] != render:
-                            await self._edit(index, render)
-                    elif final or not sent:
-                        message = await self._deliver(None, render, plain=False, index=index)
-                        self.message_ids.append(message.message_id)
-                        self._shown.append(render)
-                        sent = True
-                    else:
-                        self._dirty.set()  # more to send at the next flush
-                        break
-            finally:
-                self._next_at = self._clock() + self._min_interval
+                await self._put_draft(index, renders[index])
+            except RetryAfter as error:
+                # A lost draft is harmless: postpone the next one rather than wait here.
+                wait = retry_after_seconds(error) + self.retry_margin
+                _LOG.info("chat %s: flood control on drafts, next in %.1f s", self.chat_id, wait)
+                self._not_before = self._clock() + wait
+                self._dirty.set()
+        if complete:  # its message waits for the chat's message allowance
+            self._not_before = max(self._not_before, self._next_at)
+            self._dirty.set()
+
+    async def _sync_edits(self, *, final: bool, footer: str) -> None:
+        """Edit what changed, send what is new (at most one new message unless ``final``)."""
+        renders = self._renders(final=final, footer=footer)
+        sent = False
+        try:
+            for index, render in enumerate(renders):
+                if index < len(self.message_ids):
+                    if self._shown[index] != render:
+                        await self._edit(index, render)
+                elif final or not sent:
+                    message = await self._deliver(None, render, plain=False, index=index)
+                    self.message_ids.append(message.message_id)
+                    self._shown.append(render)
+                    sent = True
+                else:
+                    self._dirty.set()  # more to send at the next flush
+                    break
+        finally:
+            self._next_at = self._clock() + self._min_interval
 
     # ------------------------------------------------------------------ rendering
     def _renders(self, *, final: bool, footer: str) -> list[_Render]:
@@ -376,6 +549,59 @@ class StreamingReply:
                 f"<b>{escape(self._header)}</b>\n{body_html}", f"{self._header}\n{body_plain}"
             )
         return _Render(body_html, body_plain)
+
+    # ------------------------------------------------------------------ drafts
+    def _draft_id(self, index: int) -> int:
+        return self._draft_base + index
+
+    def _draft_html(self, render: _Render) -> str:
+        """Nothing but the placeholder: an empty draft, which clients show as "Thinking..."."""
+        return "" if render.plain == PLACEHOLDER else render.html
+
+    async def _put_draft(self, index: int, render: _Render) -> None:
+        """sendMessageDraft for part ``index`` (HTML, or plain text when Telegram cannot parse
+        it). Raises _DraftsRefused (after falling back to edits), RetryAfter, ChatUnavailable."""
+        draft_id = self._draft_id(index)
+        html = self._draft_html(render)
+        text, mode = (render.plain, None) if index in self._plain else (html, ParseMode.HTML)
+        if not html:
+            text, mode = "", None
+        try:
+            try:
+                await self._call(self._draft_request(draft_id, text, mode), flood=False)
+            except BadRequest as error:
+                if mode is None or "can't parse entities" not in error.message.lower():
+                    raise
+                _LOG.warning("chat %s: Telegram refused our HTML in a draft (%s); plain text",
+                             self.chat_id, error.message)
+                self._plain.add(index)
+                text = render.plain
+                await self._call(self._draft_request(draft_id, text, None), flood=False)
+        except (BadRequest, InvalidToken, EndPointNotFound) as error:
+            if not _refuses_drafts(error):
+                raise
+            self._fall_back(error)
+            raise _DraftsRefused(error.message) from error
+        self._draft_shown = (draft_id, html)
+        self._draft_at = self._clock()
+        self._not_before = self._draft_at + self._draft_interval
+
+    def _draft_request(
+        self, draft_id: int, text: str, mode: str | None
+    ) -> Callable[[], Awaitable[bool]]:
+        async def request() -> bool:
+            return await self._bot.send_message_draft(
+                self.chat_id, draft_id, text, parse_mode=mode
+            )
+        return request
+
+    def _fall_back(self, error: TelegramError) -> None:
+        """Drafts refused: this reply goes on with edits, and so do the bot's later ones."""
+        _LOG.warning("chat %s: drafts refused (%s); streaming with edits", self.chat_id,
+                     error.message)
+        self._drafting = False
+        self._draft_shown = None
+        _REFUSED.add(self._bot.token)
 
     # ------------------------------------------------------------------ Telegram calls
     async def _edit(self, index: int, render: _Render) -> None:
@@ -486,15 +712,22 @@ class StreamingReply:
         return result
 
     async def _call(
-        self, request: Callable[[], Awaitable[_T]], *, doubts: list[TelegramError] | None = None
+        self,
+        request: Callable[[], Awaitable[_T]],
+        *,
+        doubts: list[TelegramError] | None = None,
+        flood: bool = True,
     ) -> _T:
         """One API call with Telegram's flood control and flaky networks taken care of.
-        Failures after which Telegram may have done the call anyway go into `doubts`."""
+        Failures after which Telegram may have done the call anyway go into `doubts`.
+        ``flood`` False: a 429 is raised (RetryAfter) rather than waited out."""
         failures = 0
         while True:
             try:
                 return await request()
             except RetryAfter as error:
+                if not flood:
+                    raise
                 wait = retry_after_seconds(error) + self.retry_margin
                 _LOG.info("chat %s: flood control, waiting %.1f s", self.chat_id, wait)
                 await asyncio.sleep(wait)

@@ -6,9 +6,7 @@ from typing import Any
 
 import pytest
 
-from fleetgram.emulators.claude_api import ClaudeEmulator
-from fleetgram.emulators.telegram_api import TelegramEmulator
-from tests.e2e.harness import ADA, MALLORY, World, add_bots
+from tests.e2e.harness import World, emulated_world
 from tests.emulators.kube_api import KubeEmulator
 from tests.pg import create_database_or_fail, drop_database
 
@@ -42,17 +40,9 @@ def kube_emulator(tmp_path: Path, monkeypatch: Any) -> Iterator[KubeEmulator]:
 
 @pytest.fixture
 async def world() -> AsyncIterator[World]:
-    telegram = TelegramEmulator(chat_burst=30, chat_rate=20.0)
-    claude = ClaudeEmulator(api_key="sk-ant-test-key-0001", tokens_per_second=400.0)
-    await telegram.start()
-    await claude.start()
-    add_bots(telegram, 5)
     url = await create_database_or_fail("fg_cluster")
-    world = World(telegram, claude, url, telegram.add_user(ADA, "Ada", "ada"),
-                  telegram.add_user(MALLORY, "Mallory"))
     try:
-        yield world
+        async with emulated_world(url) as world:
+            yield world
     finally:
-        await claude.stop()
-        await telegram.stop()
         await drop_database(url)

@@ -145,7 +145,8 @@ def user_of(service_account: str, namespace: str = NS) -> str:
 
 class Cluster:
     def __init__(self, emu: KubeEmulator, world: World, tokens: int = 3,
-                 values: dict[str, Any] | None = None, **scaling: Any) -> None:
+                 values: dict[str, Any] | None = None, env: dict[str, str] | None = None,
+                 **scaling: Any) -> None:
         self.emu, self.world = emu, world
         self.values = values_file(world, tokens, scaling, values)
         self.objects = render_chart(self.values)
@@ -160,6 +161,7 @@ class Cluster:
         # The master's settings as the chart renders them (the ten-digit id must parse).
         master_env = rendered_env(self.objects, "master")
         self.env.update({k: master_env[k] for k in CHART_SETTINGS if k in master_env})
+        self.env.update(env or {})
         worker_env = {k: v for k, v in self.env.items() if k != "WORKER_TOKEN_POOL"}
         self.kubelet = FakeKubelet(emu, NS, worker_env, kubeconfig_for=self.kubeconfig_for)
         settings = load_settings(self.env, dotenv=None)

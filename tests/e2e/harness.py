@@ -105,6 +105,23 @@ def add_bots(telegram: TelegramEmulator, workers: int = 5) -> None:
         telegram.add_bot(worker_token(n), worker_bot(n), f"Claude Worker {n}")
 
 
+@asynccontextmanager
+async def emulated_world(database_url: str) -> AsyncIterator[World]:
+    """The Telegram and Claude emulators running, five worker bots, Ada (allowed) and Mallory
+    (not), on `database_url`. Generous chat limits: tests of the limits set their own."""
+    telegram = TelegramEmulator(chat_burst=30, chat_rate=20.0)
+    claude = ClaudeEmulator(api_key=API_KEY, tokens_per_second=400.0)
+    await telegram.start()
+    await claude.start()
+    add_bots(telegram)
+    try:
+        yield World(telegram, claude, database_url, telegram.add_user(ADA, "Ada", "ada"),
+                    telegram.add_user(MALLORY, "Mallory", "mallory"))
+    finally:
+        await claude.stop()
+        await telegram.stop()
+
+
 async def wait_until(predicate: Callable[[], Any], timeout: float = 10.0,
                      message: str = "condition") -> Any:
     deadline = time.monotonic() + timeout

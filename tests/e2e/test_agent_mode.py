@@ -201,7 +201,7 @@ async def test_cancel_during_a_long_command_stops_it_within_two_seconds(
     await world.open_chats(world.ada, 1)
     async with world.fleet(1, **agent_overrides(tmp_path, None)) as fleet:
         task_id = await world.prompt("sleep a minute")
-        await world.ada.wait_for(W1, lambda m: "time.sleep(60)" in m.text, 30)
+        await world.ada.wait_to_see(W1, "time.sleep(60)", 30)
         await asyncio.sleep(0.5)  # the command is running
         asked = time.monotonic()
         await world.ada.send(MASTER, f"/cancel {task_id}")

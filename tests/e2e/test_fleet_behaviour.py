@@ -89,7 +89,7 @@ async def test_stop_in_a_worker_chat_cancels_what_it_is_doing(world: World) -> N
     async with world.fleet() as fleet:
         await world.open_chats(world.ada)
         await world.ada.send(worker_bot(1), "a slow job")
-        await world.ada.wait_for(worker_bot(1), lambda m: m.from_bot and "Answer to" in m.text)
+        await world.ada.wait_to_see(worker_bot(1), "Answer to")
         await world.ada.send(worker_bot(1), "/stop")
         await world.ada.wait_for_text(worker_bot(1), "cancelled")
         tasks = await fleet.store.list_tasks([TaskState.CANCELLED])

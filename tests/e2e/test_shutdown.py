@@ -23,7 +23,7 @@ async def _worker_chat_with(world: World, text: str, timeout: float) -> str:
     deadline = time.monotonic() + timeout
     while True:
         for n in (1, 2):
-            if any(text in t for t in world.ada.bot_texts(worker_bot(n))):
+            if world.ada.sees(worker_bot(n), text):  # a message, or the streaming draft
                 return worker_bot(n)
         if time.monotonic() > deadline:
             chats = {worker_bot(n): world.ada.bot_texts(worker_bot(n)) for n in (1, 2)}

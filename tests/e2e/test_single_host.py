@@ -158,7 +158,7 @@ async def test_cancel_running_task_stops_the_stream_within_two_seconds(world: Wo
         await world.open_chats(world.ada)
         task_id = await world.prompt("write a very long essay")
         await wait_task(fleet, task_id, TaskState.RUNNING)
-        await world.ada.wait_for(worker_bot(1), lambda m: m.from_bot and "Answer to" in m.text)
+        await world.ada.wait_to_see(worker_bot(1), "Answer to")
         started = time.monotonic()
         await world.ada.send(MASTER, f"/cancel {task_id}")
         await world.claude.wait_cancelled(1, timeout=2.0)
@@ -193,7 +193,7 @@ async def test_help_start_and_command_menu(world: World) -> None:
         await world.ada.send(MASTER, "/help")
         await wait_until(lambda: len(world.ada.bot_texts(MASTER)) >= 2)
         assert [c for c, _ in world.telegram.commands(MASTER)] == [
-            "queue", "workers", "cancel", "urgent", "help"
+            "queue", "workers", "cancel", "urgent", "usage", "help"
         ]
         await wait_until(lambda: world.telegram.commands(worker_bot(1)), 5, "worker menu")
         assert [c for c, _ in world.telegram.commands(worker_bot(1))] == ["new", "stop", "help"]

@@ -116,11 +116,31 @@ async def test_a_502_burst_on_the_first_message_does_not_stop_the_task(world: Wo
         assert refused  # the outage did hit the first message
 
 
+async def test_an_answer_whose_chat_is_blocked_while_it_streams_comes_to_the_master(
+    world: World,
+) -> None:
+    """The answer streams as a draft; the user blocks the worker bot before it is sent as a
+    message: the master chat gets the whole answer instead, once."""
+    world.claude.tokens_per_second = 30
+    world.claude.script("Answer to: blocked midway. " + "word " * 40 + "the very end.")
+    async with one_worker_fleet(world) as fleet:
+        task_id = await world.prompt("blocked midway")
+        await world.ada.wait_to_see(W1, "Answer to: blocked midway")
+        world.ada.block(W1)
+        await wait_task(fleet, task_id, TaskState.COMPLETED, 40)
+        answer = await world.ada.wait_for_text(MASTER, "the very end.", timeout=15)
+        assert answer.text.count("Answer to: blocked midway") == 1
+        assert any("could not be shown in worker1's chat" in t
+                   for t in world.ada.bot_texts(MASTER))
+        assert not any("the very end." in t for t in world.ada.bot_texts(W1))
+        await worker_idle(fleet)
+
+
 async def test_a_worker_chat_that_stays_unreachable_gets_the_answer_to_the_master(
     world: World,
 ) -> None:
     async with one_worker_fleet(world) as fleet:
-        world.telegram.fail_for(W1, 60.0, methods=["sendMessage"])
+        world.telegram.fail_for(W1, 60.0, methods=["sendMessage", "sendMessageDraft"])
         task_id = await world.prompt("answer me anyway")
         await wait_task(fleet, task_id, TaskState.COMPLETED, 40)
         await world.ada.wait_for_text(MASTER, f"{task_id} done by worker1", timeout=10)
@@ -179,7 +199,7 @@ async def test_a_store_refusing_writes_as_the_stream_ends_still_completes_the_ta
         store = fleet.store
         assert isinstance(store, FaultyStore)
         task_id = await world.prompt("write while the disk is full")
-        await world.ada.wait_for_text(W1, "nearly", timeout=15)
+        await world.ada.wait_to_see(W1, "nearly", timeout=15)
         # the last tokens arrive, then the usage, the turns and the outcome meet a full disk
         store.refuse_writes(3.0, methods=refused)
         await completed_everywhere(world, fleet, task_id, timeout=40)
@@ -342,7 +362,7 @@ async def test_stopping_mid_task_leaves_the_interrupted_note(world: World) -> No
     await fleet_cm.__aenter__()
     try:
         task_id = await world.prompt("a slow one")
-        await world.ada.wait_for_text(W1, "Answer to:", timeout=15)
+        await world.ada.wait_to_see(W1, "Answer to:", timeout=15)
     finally:
         stopping = time.monotonic()
         await fleet_cm.__aexit__(None, None, None)
@@ -365,11 +385,9 @@ async def test_a_document_in_the_worker_chat_is_answered_with_what_is_supported(
     world: World,
 ) -> None:
     async with one_worker_fleet(world) as fleet:
-        await world.ada.send_document(W1, "notes.pdf", b"%PDF-1.4", caption="summarise this")
-        reply = await world.ada.wait_for_text(W1, "I work with text for now")
-        assert reply.text == (
-            "I work with text for now; photos, documents and voice notes are coming."
-        )
+        await world.ada.send_document(W1, "notes.docx", b"PK\x03\x04 word", caption="summarise")
+        reply = await world.ada.wait_for_text(W1, "notes.docx:")
+        assert reply.text.startswith("notes.docx: I read photos and images")
         assert await fleet.store.count_tasks(list(TaskState), user_id=ADA) == 0
 
 

@@ -1,4 +1,7 @@
-"""StreamingReply against the Telegram Bot API emulator, with the real python-telegram-bot."""
+"""StreamingReply against the Telegram Bot API emulator, with the real python-telegram-bot.
+
+These tests stream with edits (``drafts=False``): what groups and bots whose drafts Telegram
+refuses get. Native streaming with drafts is in test_streaming_drafts.py."""
 
 from __future__ import annotations
 
@@ -80,7 +83,7 @@ def edits_by_message(emu: TelegramEmulator) -> dict[int, list[float]]:
 # ----------------------------------------------------------------------------- the happy path
 async def test_start_shows_a_placeholder_message_at_once() -> None:
     async with chat() as (_emu, bot, user):
-        reply = StreamingReply(bot, USER_ID, min_interval=INTERVAL)
+        reply = StreamingReply(bot, USER_ID, drafts=False, min_interval=INTERVAL)
         await reply.start()
         assert [m.text for m in bot_messages(user)] == ["…"]
         assert reply.message_ids == [bot_messages(user)[0].message_id]
@@ -90,7 +93,7 @@ async def test_start_shows_a_placeholder_message_at_once() -> None:
 async def test_a_long_answer_ends_as_three_messages_holding_all_of_it() -> None:
     answer = answer_of(10_000)
     async with chat() as (_emu, bot, user):
-        reply = StreamingReply(bot, USER_ID, min_interval=INTERVAL)
+        reply = StreamingReply(bot, USER_ID, drafts=False, min_interval=INTERVAL)
         await reply.start()
         await stream(reply, answer)
         ids = await reply.finish()
@@ -103,7 +106,7 @@ async def test_a_long_answer_ends_as_three_messages_holding_all_of_it() -> None:
 
 async def test_the_text_grows_in_the_chat_while_it_streams() -> None:
     async with chat() as (_emu, bot, user):
-        reply = StreamingReply(bot, USER_ID, min_interval=INTERVAL)
+        reply = StreamingReply(bot, USER_ID, drafts=False, min_interval=INTERVAL)
         await reply.start()
         reply.append("first part")
         await user.wait_for_text(BOT, "first part", timeout=3)
@@ -115,7 +118,7 @@ async def test_the_text_grows_in_the_chat_while_it_streams() -> None:
 async def test_edits_of_a_message_are_at_least_the_interval_apart() -> None:
     answer = answer_of(9_000, seed=2)
     async with chat() as (emu, bot, _user):
-        reply = StreamingReply(bot, USER_ID, min_interval=INTERVAL)
+        reply = StreamingReply(bot, USER_ID, drafts=False, min_interval=INTERVAL)
         await reply.start()
         began = asyncio.get_running_loop().time()
         await stream(reply, answer)
@@ -133,7 +136,7 @@ async def test_edits_of_a_message_are_at_least_the_interval_apart() -> None:
 async def test_a_full_message_is_not_edited_once_the_next_one_exists() -> None:
     answer = answer_of(8_000, seed=3)
     async with chat() as (emu, bot, _user):
-        reply = StreamingReply(bot, USER_ID, min_interval=INTERVAL)
+        reply = StreamingReply(bot, USER_ID, drafts=False, min_interval=INTERVAL)
         await reply.start()
         await stream(reply, answer)
         await reply.finish()
@@ -146,7 +149,7 @@ async def test_a_full_message_is_not_edited_once_the_next_one_exists() -> None:
 
 async def test_html_is_sent_with_parse_mode_per_call() -> None:
     async with chat() as (emu, bot, user):
-        reply = StreamingReply(bot, USER_ID, min_interval=INTERVAL)
+        reply = StreamingReply(bot, USER_ID, drafts=False, min_interval=INTERVAL)
         await reply.start()
         reply.append("Some **bold** and `code`")
         await reply.finish()
@@ -159,7 +162,9 @@ async def test_html_is_sent_with_parse_mode_per_call() -> None:
 
 async def test_the_header_is_a_bold_line_atop_the_first_message() -> None:
     async with chat() as (_emu, bot, user):
-        reply = StreamingReply(bot, USER_ID, header="t-7k2qf · Fix the tests", min_interval=0.1)
+        reply = StreamingReply(
+            bot, USER_ID, drafts=False, header="t-7k2qf · Fix the tests", min_interval=0.1
+        )
         await reply.start()
         assert bot_messages(user)[0].text == "t-7k2qf · Fix the tests\n…"
         answer = answer_of(5_000)
@@ -174,7 +179,7 @@ async def test_the_header_is_a_bold_line_atop_the_first_message() -> None:
 
 async def test_the_footer_ends_the_last_message() -> None:
     async with chat() as (_emu, bot, user):
-        reply = StreamingReply(bot, USER_ID, min_interval=INTERVAL)
+        reply = StreamingReply(bot, USER_ID, drafts=False, min_interval=INTERVAL)
         await reply.start()
         reply.append("The answer.")
         await reply.finish(footer="✅ done · 1.2k tokens")
@@ -184,7 +189,7 @@ async def test_the_footer_ends_the_last_message() -> None:
 async def test_trailing_blank_lines_past_a_full_message_open_no_new_message() -> None:
     text = " ".join(["word"] * 20) + "\n\n\n\n\n"
     async with chat() as (_emu, bot, user):
-        reply = StreamingReply(bot, USER_ID, min_interval=INTERVAL, limit=100)
+        reply = StreamingReply(bot, USER_ID, drafts=False, min_interval=INTERVAL, limit=100)
         await reply.start()
         reply.append(text)
         await reply.finish()
@@ -193,7 +198,7 @@ async def test_trailing_blank_lines_past_a_full_message_open_no_new_message() ->
 
 async def test_a_reply_that_ends_without_text_says_so() -> None:
     async with chat() as (_emu, bot, user):
-        reply = StreamingReply(bot, USER_ID, min_interval=INTERVAL)
+        reply = StreamingReply(bot, USER_ID, drafts=False, min_interval=INTERVAL)
         await reply.start()
         await reply.finish()
         assert [m.text for m in bot_messages(user)] == ["(no text)"]
@@ -203,7 +208,7 @@ async def test_a_code_block_spanning_messages_is_code_in_each() -> None:
     code = "\n".join(f"    value_{i} = compute({i}) + offset  # step {i}" for i in range(160))
     answer = f"Here is the code:\n\n```python\n{code}\n```\n\nThat is all."
     async with chat() as (_emu, bot, user):
-        reply = StreamingReply(bot, USER_ID, min_interval=INTERVAL)
+        reply = StreamingReply(bot, USER_ID, drafts=False, min_interval=INTERVAL)
         await reply.start()
         await stream(reply, answer, pause=0.001)
         await reply.finish()
@@ -218,7 +223,7 @@ async def test_a_code_block_spanning_messages_is_code_in_each() -> None:
 async def test_finish_without_start_sends_the_whole_text() -> None:
     answer = answer_of(6_000, seed=4)
     async with chat() as (_emu, bot, user):
-        reply = StreamingReply(bot, USER_ID, min_interval=INTERVAL)
+        reply = StreamingReply(bot, USER_ID, drafts=False, min_interval=INTERVAL)
         reply.append(answer)
         ids = await reply.finish()
         assert len(ids) == 2
@@ -229,7 +234,7 @@ async def test_finish_without_start_sends_the_whole_text() -> None:
 async def test_flood_control_is_waited_out_and_the_final_text_arrives() -> None:
     answer = answer_of(1_500, seed=5)
     async with chat() as (emu, bot, user):
-        reply = StreamingReply(bot, USER_ID, min_interval=INTERVAL)
+        reply = StreamingReply(bot, USER_ID, drafts=False, min_interval=INTERVAL)
         await reply.start()
         emu.fail_next(BOT, "editMessageText", 429, "Too Many Requests: retry after 1", 1)
         await stream(reply, answer)
@@ -245,7 +250,7 @@ async def test_flood_control_is_waited_out_and_the_final_text_arrives() -> None:
 async def test_the_emulators_own_flood_control_does_not_lose_text() -> None:
     answer = answer_of(5_000, seed=6)
     async with chat(chat_burst=2, chat_rate=2.0) as (emu, bot, user):
-        reply = StreamingReply(bot, USER_ID, min_interval=0.1)
+        reply = StreamingReply(bot, USER_ID, drafts=False, min_interval=0.1)
         await reply.start()
         await stream(reply, answer, pause=0.002)
         await reply.finish(footer="done")
@@ -256,7 +261,7 @@ async def test_the_emulators_own_flood_control_does_not_lose_text() -> None:
 
 async def test_html_telegram_cannot_parse_is_sent_as_plain_text() -> None:
     async with chat() as (emu, bot, user):
-        reply = StreamingReply(bot, USER_ID, min_interval=INTERVAL)
+        reply = StreamingReply(bot, USER_ID, drafts=False, min_interval=INTERVAL)
         await reply.start()
         emu.fail_next(
             BOT,
@@ -273,7 +278,7 @@ async def test_html_telegram_cannot_parse_is_sent_as_plain_text() -> None:
 
 async def test_a_first_message_telegram_cannot_parse_is_sent_as_plain_text() -> None:
     async with chat() as (emu, bot, user):
-        reply = StreamingReply(bot, USER_ID, min_interval=INTERVAL)
+        reply = StreamingReply(bot, USER_ID, drafts=False, min_interval=INTERVAL)
         emu.fail_next(BOT, "sendMessage", 400, "Bad Request: can't parse entities: boom")
         reply.append("_x_ y")
         await reply.finish()
@@ -282,7 +287,7 @@ async def test_a_first_message_telegram_cannot_parse_is_sent_as_plain_text() -> 
 
 async def test_an_edit_that_changes_nothing_visible_is_not_an_error() -> None:
     async with chat() as (emu, bot, user):
-        reply = StreamingReply(bot, USER_ID, min_interval=INTERVAL)
+        reply = StreamingReply(bot, USER_ID, drafts=False, min_interval=INTERVAL)
         await reply.start()
         reply.append("same text")
         await user.wait_for_text(BOT, "same text", timeout=3)
@@ -294,7 +299,7 @@ async def test_an_edit_that_changes_nothing_visible_is_not_an_error() -> None:
 
 async def test_network_errors_are_retried() -> None:
     async with chat() as (emu, bot, user):
-        reply = StreamingReply(bot, USER_ID, min_interval=INTERVAL)
+        reply = StreamingReply(bot, USER_ID, drafts=False, min_interval=INTERVAL)
         reply.backoff_base = 0.05
         await reply.start()
         emu.fail_next(BOT, "editMessageText", 502, "Bad Gateway", count=2)
@@ -305,7 +310,7 @@ async def test_network_errors_are_retried() -> None:
 
 async def test_the_final_text_is_sent_anew_when_the_final_edit_keeps_failing() -> None:
     async with chat() as (emu, bot, user):
-        reply = StreamingReply(bot, USER_ID, min_interval=INTERVAL)
+        reply = StreamingReply(bot, USER_ID, drafts=False, min_interval=INTERVAL)
         reply.network_retries, reply.final_attempts = 0, 1
         await reply.start()
         emu.fail_next(BOT, "editMessageText", 502, "Bad Gateway")
@@ -319,7 +324,7 @@ async def test_the_final_text_is_sent_anew_when_the_final_edit_keeps_failing() -
 
 async def test_a_user_who_never_opened_the_bot_makes_start_raise_chat_unavailable() -> None:
     async with chat(opened=False) as (_emu, bot, _user):
-        reply = StreamingReply(bot, USER_ID, min_interval=INTERVAL)
+        reply = StreamingReply(bot, USER_ID, drafts=False, min_interval=INTERVAL)
         with pytest.raises(ChatUnavailable):
             await reply.start()
         with pytest.raises(ChatUnavailable):
@@ -328,7 +333,7 @@ async def test_a_user_who_never_opened_the_bot_makes_start_raise_chat_unavailabl
 
 async def test_a_user_who_blocks_the_bot_midway_makes_finish_raise_chat_unavailable() -> None:
     async with chat() as (_emu, bot, user):
-        reply = StreamingReply(bot, USER_ID, min_interval=INTERVAL)
+        reply = StreamingReply(bot, USER_ID, drafts=False, min_interval=INTERVAL)
         await reply.start()
         reply.append("first")
         await user.wait_for_text(BOT, "first", timeout=3)
@@ -341,7 +346,7 @@ async def test_a_user_who_blocks_the_bot_midway_makes_finish_raise_chat_unavaila
 # ----------------------------------------------------------------------------- abort
 async def test_abort_in_a_chat_that_is_unavailable_does_not_raise() -> None:
     async with chat(opened=False) as (_emu, bot, _user):
-        reply = StreamingReply(bot, USER_ID, min_interval=INTERVAL)
+        reply = StreamingReply(bot, USER_ID, drafts=False, min_interval=INTERVAL)
         with pytest.raises(ChatUnavailable):
             await reply.start()
         await reply.abort("⏹ cancelled")
@@ -349,7 +354,7 @@ async def test_abort_in_a_chat_that_is_unavailable_does_not_raise() -> None:
 
 async def test_abort_shows_the_text_so_far_and_the_note() -> None:
     async with chat() as (emu, bot, user):
-        reply = StreamingReply(bot, USER_ID, min_interval=INTERVAL)
+        reply = StreamingReply(bot, USER_ID, drafts=False, min_interval=INTERVAL)
         await reply.start()
         reply.append("Working on it")
         await reply.abort("⏹ cancelled")
@@ -363,7 +368,7 @@ async def test_abort_shows_the_text_so_far_and_the_note() -> None:
 
 async def test_abort_before_any_text_shows_only_the_note() -> None:
     async with chat() as (_emu, bot, user):
-        reply = StreamingReply(bot, USER_ID, header="Task", min_interval=INTERVAL)
+        reply = StreamingReply(bot, USER_ID, drafts=False, header="Task", min_interval=INTERVAL)
         await reply.start()
         await reply.abort("⏹ cancelled")
         assert [m.text for m in bot_messages(user)] == ["Task\n⏹ cancelled"]
@@ -371,7 +376,7 @@ async def test_abort_before_any_text_shows_only_the_note() -> None:
 
 async def test_finish_stops_the_background_flusher() -> None:
     async with chat() as (_emu, bot, _user):
-        reply = StreamingReply(bot, USER_ID, min_interval=INTERVAL)
+        reply = StreamingReply(bot, USER_ID, drafts=False, min_interval=INTERVAL)
         await reply.start()
         reply.append("x")
         before = {t for t in asyncio.all_tasks() if "streaming-reply" in t.get_name()}
@@ -384,8 +389,8 @@ async def test_finish_stops_the_background_flusher() -> None:
 async def test_a_lost_reply_on_the_header_leaves_one_header_and_no_stale_placeholder() -> None:
     async with chat() as (emu, bot, user):
         # the worker knows the user's /start (#1) is in the chat: the probe looks above it
-        reply = StreamingReply(bot, USER_ID, header="t-7k2qf · Fix it", min_interval=INTERVAL,
-                               known_floor=1)
+        reply = StreamingReply(bot, USER_ID, drafts=False, header="t-7k2qf · Fix it",
+                               min_interval=INTERVAL, known_floor=1)
         reply.backoff_base = 0.05
         emu.lose_reply_next(BOT, "sendMessage")
         await reply.start()
@@ -398,7 +403,7 @@ async def test_a_lost_reply_on_the_header_leaves_one_header_and_no_stale_placeho
 
 async def test_the_probe_leaves_a_users_message_alone() -> None:
     async with chat() as (emu, bot, user):
-        reply = StreamingReply(bot, USER_ID, header="Task", min_interval=INTERVAL)
+        reply = StreamingReply(bot, USER_ID, drafts=False, header="Task", min_interval=INTERVAL)
         reply.backoff_base = 0.05
         emu.fail_next(BOT, "sendMessage", 502, "Bad Gateway")  # not processed
         # a TimedOut-like doubt without a lost copy: the message before is the user's /start
@@ -414,7 +419,8 @@ async def test_the_probe_never_touches_a_message_at_or_below_the_known_floor() -
     async with chat() as (emu, bot, user):
         earlier = await bot.send_message(USER_ID, "Task\n…")  # same text as our header, by chance
         reply = StreamingReply(
-            bot, USER_ID, header="Task", min_interval=INTERVAL, known_floor=earlier.message_id
+            bot, USER_ID, header="Task", min_interval=INTERVAL, known_floor=earlier.message_id,
+            drafts=False,
         )
         reply.backoff_base = 0.05
         emu.malformed_next(BOT, "sendMessage", processed=False)
@@ -425,7 +431,7 @@ async def test_the_probe_never_touches_a_message_at_or_below_the_known_floor() -
 
 async def test_a_malformed_answer_to_the_final_edit_does_not_lose_the_final_text() -> None:
     async with chat() as (emu, bot, user):
-        reply = StreamingReply(bot, USER_ID, header="Task", min_interval=INTERVAL)
+        reply = StreamingReply(bot, USER_ID, drafts=False, header="Task", min_interval=INTERVAL)
         reply.backoff_base = 0.05
         await reply.start()
         reply.append("every word of the answer")
@@ -438,7 +444,7 @@ async def test_a_malformed_answer_to_the_final_edit_does_not_lose_the_final_text
 
 async def test_final_edits_that_always_fail_end_in_a_new_message_with_the_final_text() -> None:
     async with chat() as (emu, bot, user):
-        reply = StreamingReply(bot, USER_ID, header="Task", min_interval=INTERVAL)
+        reply = StreamingReply(bot, USER_ID, drafts=False, header="Task", min_interval=INTERVAL)
         reply.backoff_base, reply.backoff_max, reply.network_retries = 0.02, 0.05, 1
         await reply.start()
         reply.append("the answer")
@@ -467,7 +473,7 @@ def test_only_failures_after_which_telegram_may_have_acted_count_as_doubtful() -
 
 async def test_start_may_be_tried_again_and_removes_a_copy_lost_on_the_way() -> None:
     async with chat() as (emu, bot, user):
-        reply = StreamingReply(bot, USER_ID, header="Task", min_interval=INTERVAL,
+        reply = StreamingReply(bot, USER_ID, drafts=False, header="Task", min_interval=INTERVAL,
                                known_floor=1)
         reply.backoff_base, reply.network_retries = 0.02, 0
         emu.lose_reply_next(BOT, "sendMessage")  # processed, answer lost: given up
@@ -482,8 +488,8 @@ async def test_start_may_be_tried_again_and_removes_a_copy_lost_on_the_way() -> 
 
 async def test_two_lost_replies_on_the_header_leave_no_stale_copy() -> None:
     async with chat() as (emu, bot, user):
-        reply = StreamingReply(bot, USER_ID, header="t-7k2qf · Fix it", min_interval=INTERVAL,
-                               known_floor=1)
+        reply = StreamingReply(bot, USER_ID, drafts=False, header="t-7k2qf · Fix it",
+                               min_interval=INTERVAL, known_floor=1)
         reply.backoff_base = 0.02
         emu.lose_reply_next(BOT, "sendMessage", count=2)
         await reply.start()
@@ -496,7 +502,7 @@ async def test_two_lost_replies_on_the_header_leave_no_stale_copy() -> None:
 async def test_without_a_known_floor_the_probe_never_edits_an_older_message() -> None:
     async with chat() as (emu, bot, user):
         older = await bot.send_message(USER_ID, "an earlier answer of ours")
-        reply = StreamingReply(bot, USER_ID, header="Task", min_interval=INTERVAL)
+        reply = StreamingReply(bot, USER_ID, drafts=False, header="Task", min_interval=INTERVAL)
         reply.backoff_base = 0.02
         emu.malformed_next(BOT, "sendMessage", processed=False)  # a doubt, no copy left
         await reply.start()

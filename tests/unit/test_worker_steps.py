@@ -81,7 +81,7 @@ def test_group_chats_are_refused_with_one_line():
 
 def test_a_message_without_text_is_answered_with_what_is_supported():
     assert direct_refusal("private", False) == NOT_TEXT
-    assert "text" in NOT_TEXT and "photos" in NOT_TEXT
+    assert "text" in NOT_TEXT and "photos" in NOT_TEXT and "voice" in NOT_TEXT
 
 
 def test_a_private_text_message_is_a_prompt():

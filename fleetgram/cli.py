@@ -226,7 +226,14 @@ def main(argv: list[str] | None = None) -> int:
     if args.command == "operator":
         from fleetgram.operator.main import run_operator
 
-        return run_operator(settings)
+        port = settings.health_port  # kopf's liveness endpoint (0: none)
+        problem = _cannot_listen(port) if port else None
+        if problem is not None:
+            # kopf would log it and stop the operator; like the master and the workers, run
+            # without the endpoint instead (its probes then fail, visibly).
+            log.warning("HEALTH_PORT: cannot listen on port %s (%s); /healthz is off",
+                        port, problem)
+        return run_operator(settings, liveness=problem is None)
 
     from fleetgram.fleet import Fleet, MasterOnly
 
@@ -245,6 +252,19 @@ def main(argv: list[str] | None = None) -> int:
         print(f"fleetgram: cannot start: {_one_line(exc, secrets)}", file=sys.stderr)
         return 1
     return _run(component, secrets, _health(settings.health_port))
+
+
+def _cannot_listen(port: int) -> str | None:
+    """Why `port` cannot be listened on (all interfaces), or None when it can."""
+    import socket
+
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            probe.bind(("0.0.0.0", port))
+        except OSError as exc:
+            return exc.strerror or type(exc).__name__
+    return None
 
 
 def _health(port: int) -> Any:

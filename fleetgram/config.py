@@ -145,6 +145,9 @@ class Settings:
     user_budgets_usd: Mapping[int, float | None] = field(default_factory=dict)
     admin_user_ids: frozenset[int] = frozenset()
     budget_timezone: str = "UTC"
+    # /addworker (Bot API 9.6 managed bots): the Fernet key that encrypts the tokens of worker
+    # bots added at run time (fleetgram/tokens.py); None: /addworker is not configured.
+    token_encryption_key: str | None = None
     extra: Mapping[str, str] = field(default_factory=dict)
 
     def workspace_for(self, slot: str) -> Path:
@@ -356,6 +359,7 @@ def load_settings(
         c.add("ANTHROPIC_BASE_URL", "must be an http(s) URL")
 
     transcribe = _transcribe_settings(env, c)
+    token_key = _token_key(env, c)
 
     mode_raw = env.get("FLEETGRAM_MODE", "").strip().lower() or "single"
     mode = Mode.SINGLE
@@ -440,7 +444,19 @@ def load_settings(
         **transcribe,  # type: ignore[arg-type]
         **budgets,  # type: ignore[arg-type]
         **settings,  # type: ignore[arg-type]
+        token_encryption_key=token_key,
     )
+
+
+def _token_key(env: Mapping[str, str], c: _Collector) -> str | None:
+    """TOKEN_ENCRYPTION_KEY: a Fernet key (32 url-safe base64-encoded bytes), or unset."""
+    from fleetgram import tokens
+
+    raw = env.get(tokens.KEY_SETTING, "").strip()
+    problem = tokens.key_problem(raw) if raw else None
+    if problem:
+        c.add(tokens.KEY_SETTING, problem)
+    return raw or None
 
 
 def _transcribe_settings(env: Mapping[str, str], c: _Collector) -> dict[str, object]:

@@ -17,6 +17,7 @@ from fleetgram.orchestrator import Orchestrator
 from fleetgram.runtime import ExternalRuntime, InProcessRuntime, WorkerRuntime
 from fleetgram.store import open_store
 from fleetgram.store.base import Store
+from fleetgram.tokens import load_into_pool
 from fleetgram.worker.bot import WorkerBot
 
 log = logging.getLogger(__name__)
@@ -99,6 +100,8 @@ class Fleet:
             )
         self.master = MasterBot(settings, self.store, on_new_task=self.runtime.wake_all,
                                 prompt_window=getattr(self.runtime, "prompt_window", None))
+        if not cluster:  # /addworker: a new worker bot's slot starts here (master/addworker.py)
+            self.master.onboarding.start_worker = self.runtime.start
         self.housekeeper = Housekeeper(settings, self.store)
         self._loop: asyncio.Task[None] | None = None
         self._housekeeping: asyncio.Task[None] | None = None
@@ -113,6 +116,8 @@ class Fleet:
                                     self.settings.database_url)
             await self.store.open()
             if self.orchestrator is not None:
+                # Tokens added with /addworker join the pool before the slots are made.
+                await load_into_pool(self.settings, self.store)
                 await self.orchestrator.boot()
             await start_bot(self.master.start(), "MASTER_BOT_TOKEN", self.settings)
             if self.orchestrator is not None:

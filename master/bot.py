@@ -17,7 +17,7 @@ import logging
 import math
 import re
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime
 
 from telegram import Bot, InlineKeyboardButton, InlineKeyboardMarkup, Message, Update
@@ -48,13 +48,16 @@ from fleetgram.domain import (
 )
 from fleetgram.intake import Part, SlidingWindow, Stamper, clean_text, continues, join_parts
 from fleetgram.intake import may_continue as may_continue_paste
+from fleetgram.master.addworker import Onboarding
+from fleetgram.master.followups import merged_note, parent_of_reply, resolve_follow_up
 from fleetgram.master.outbox import Outbox, Outgoing
-from fleetgram.master.usage import usage_text, with_usage_command, with_usage_help
+from fleetgram.master.usage import usage_text
 from fleetgram.master.views import (
     HELP,
     MASTER_COMMANDS,
     QUEUE_LINES,
     QueueCounts,
+    queue_buttons,
     queue_view,
     receipt,
     receipt_payload,
@@ -170,6 +173,9 @@ class MasterBot:
         add(CommandHandler("cancel", self._on_cancel, filters=only_new))
         add(CommandHandler("urgent", self._on_urgent, filters=only_new))
         add(CommandHandler("usage", self._on_usage, filters=only_new))
+        # /addworker and the managed_bot_created message (master/addworker.py).
+        self.onboarding = Onboarding(settings, store)
+        self.onboarding.install(add)
         add(CallbackQueryHandler(self._on_cancel_button, pattern=r"^cancel:"))
         add(CallbackQueryHandler(self._on_unknown_button))
         add(MessageHandler(only_new & filters.TEXT & ~filters.COMMAND, self._on_text))
@@ -184,7 +190,7 @@ class MasterBot:
         add(MessageHandler(only_new, self.media.handle))
 
     async def start(self) -> None:
-        await start_polling(self.app, with_usage_command(MASTER_COMMANDS))
+        await start_polling(self.app, MASTER_COMMANDS)
         self._notifier = asyncio.create_task(self.outbox.run(), name="master-notifier")
         log.info("master ready", extra={"username": self.app.bot.username})
 
@@ -228,7 +234,8 @@ class MasterBot:
         raise ApplicationHandlerStop
 
     # --- replies -------------------------------------------------------------------------------
-    async def _say(self, chat_id: int, text: str, *, html_text: bool = False) -> None:
+    async def _say(self, chat_id: int, text: str, *, html_text: bool = False,
+                   markup: InlineKeyboardMarkup | None = None) -> None:
         """A direct answer (not an outbox notice), with the outbox's decisions: waits out a 429
         or a 502 for a while (without holding up other chats), falls back to plain text if
         the HTML is refused, resends once after an ambiguous failure (so an answer is never
@@ -242,7 +249,7 @@ class MasterBot:
             try:
                 await self.sender.send_message(
                     chat_id, text if use_html or not html_text else _plain(text),
-                    parse_mode=ParseMode.HTML if use_html else None,
+                    parse_mode=ParseMode.HTML if use_html else None, reply_markup=markup,
                 )
             except Exception as exc:
                 error = exc
@@ -272,7 +279,7 @@ class MasterBot:
     # --- commands ------------------------------------------------------------------------
     async def _on_help(self, update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
         assert update.effective_chat is not None
-        await self._say(update.effective_chat.id, with_usage_help(HELP), html_text=True)
+        await self._say(update.effective_chat.id, HELP, html_text=True)
 
     async def _on_usage(self, update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
         assert update.effective_chat is not None and update.effective_user is not None
@@ -294,7 +301,14 @@ class MasterBot:
             mine_pending=await self.store.count_tasks(_PENDING, user_id=me),
         )
         text = queue_view(running, pending, counts, self.clock())
-        await self._say(update.effective_chat.id, text, html_text=True)
+        # Cancel buttons for the viewer's own tasks only (they are all /queue lists).
+        unloaded = counts.mine_running + counts.mine_pending - len(running) - len(pending)
+        buttons, note = queue_buttons(running, pending, unloaded)
+        markup = InlineKeyboardMarkup(
+            [[InlineKeyboardButton(label, callback_data=data) for label, data in buttons[i:i + 2]]
+             for i in range(0, len(buttons), 2)]) if buttons else None
+        text += f"\n{note}" if note else ""
+        await self._say(update.effective_chat.id, text, html_text=True, markup=markup)
 
     async def _states(self) -> tuple[list[WorkerSlot], dict[str, WorkerState]]:
         slots = await self.store.get_slots()
@@ -377,8 +391,15 @@ class MasterBot:
         stamp, at = self._stamp(), _monotonic()
         message, user = update.effective_message, update.effective_user
         assert message is not None and message.text is not None and user is not None
-        await self._take_part(user.id, message.chat_id, Part(message.text, message.message_id,
-                                                             at, stamp))
+        part = Part(message.text, message.message_id, at, stamp)
+        replied = message.reply_to_message  # a reply to a task's message: a follow-up
+        parent = None if replied is None else await parent_of_reply(
+            self.store, message.chat_id, replied.message_id, made_in=TaskSource.MASTER.value,
+            user_id=user.id)
+        if parent is not None:
+            await self._queue_prompt(user.id, message.chat_id, [part], parent=parent)
+            return
+        await self._take_part(user.id, message.chat_id, part)
 
     async def _on_files(self, update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
         """A photo or document with a caption (agent mode): the caption is the prompt (with
@@ -491,7 +512,7 @@ class MasterBot:
 
     async def _queue_prompt(
         self, user_id: int, chat_id: int, parts: Sequence[Part], priority: int | None = None,
-        files: Sequence[Attachment] = (),
+        files: Sequence[Attachment] = (), parent: Task | None = None,
     ) -> None:
         first = parts[0]
         cleaned = clean_text(join_parts(parts))
@@ -506,11 +527,12 @@ class MasterBot:
         # fair), so the pending-limit count is exact; other users are not held up.
         async with self._user_locks.setdefault(user_id, asyncio.Lock()):
             await self._queue_checked(user_id, chat_id, parts, first, cleaned.text,
-                                      cleaned.note, priority, files)
+                                      cleaned.note, priority, files, parent)
 
     async def _queue_checked(
         self, user_id: int, chat_id: int, parts: Sequence[Part], first: Part, text: str,
         cleaned_note: str, priority: int | None, files: Sequence[Attachment] = (),
+        parent: Task | None = None,
     ) -> None:
         try:
             slots, states = await self._states()
@@ -536,6 +558,14 @@ class MasterBot:
             await self._say(chat_id, refusal)
             return
         note = ""
+        if parent is not None:  # a reply: where the follow-up runs (master/followups.py)
+            plan = await resolve_follow_up(self.store, parent, states, request.prompt)
+            if plan.merge:
+                await self._say(chat_id, merged_note(parent))
+                return
+            note = plan.note
+            if not request.pinned_worker and plan.pinned_worker:
+                request = replace(request, pinned_worker=plan.pinned_worker)
         if request.pinned_worker:
             pin_state = states.get(request.pinned_worker)
             if pin_state == WorkerState.ERROR:
@@ -545,7 +575,7 @@ class MasterBot:
                 return
             if pin_state == WorkerState.STOPPED:
                 note = f"{request.pinned_worker} is stopped; starting it."
-            elif pin_state == WorkerState.BUSY:
+            elif pin_state == WorkerState.BUSY and not note:
                 note = f"{request.pinned_worker} is busy; it takes this next."
         task = Task(
             id=new_task_id(), user_id=user_id, chat_id=chat_id, prompt=request.prompt,
@@ -557,12 +587,16 @@ class MasterBot:
             asyncio.get_running_loop().create_future()
         )
         self._remember_position(task.id, position)
-        payload = receipt_payload(task, note, joined=len(parts), cleaned=cleaned_note)
+        follows = parent.id if parent is not None else None
+        payload = receipt_payload(task, note, joined=len(parts), cleaned=cleaned_note,
+                                  follow_up_of=follows)
         try:
             try:
                 for attempt in range(1, ID_ATTEMPTS + 1):
                     if files:  # before the task exists: no worker claims it without them
                         await self.store.add_attachments(task.id, files)
+                    if follows:  # likewise the link to the conversation it continues
+                        await self.store.link_follow_up(task.id, follows)
                     try:
                         await self.store.create_task(task, event=("receipt", payload))
                         break
@@ -575,7 +609,7 @@ class MasterBot:
                         task = task.with_(id=new_task_id())
                         self._remember_position(task.id, position)
                         payload = receipt_payload(task, note, joined=len(parts),
-                                                  cleaned=cleaned_note)
+                                                  cleaned=cleaned_note, follow_up_of=follows)
             except UnstorableText as exc:
                 self._positions.pop(task.id, None)
                 await self._say(chat_id, f"⚠️ That prompt can't be stored: it contains "
@@ -620,6 +654,10 @@ class MasterBot:
     async def _compose(self, event: Event) -> Sequence[Outgoing] | None:
         if event.kind == "receipt":
             return await self._compose_receipt(event)
+        if "title" not in event.payload and event.task_id is not None:
+            known = await self.store.get_task(event.task_id)  # notices always name the task
+            if known is not None:
+                event = replace(event, payload={**event.payload, "title": known.title})
         text = render_event(event)
         if text is None:
             return []

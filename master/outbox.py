@@ -27,11 +27,15 @@ from telegram import Bot, InlineKeyboardMarkup
 from telegram.constants import ParseMode
 
 from fleetgram.domain import Event
+from fleetgram.master.followups import MASTER_BOT, NOTICE, RECEIPT
 from fleetgram.store.base import Store
 from fleetgram.store.signals import Channel, signals_of
 from fleetgram.telegram.delivery import MAX_AMBIGUOUS_SENDS, Action, Decision, decide
 
 log = logging.getLogger(__name__)
+
+# Events after which a task can no longer be cancelled (its receipt loses the button).
+ENDINGS = frozenset({"completed", "failed", "cancelled"})
 
 
 @dataclass(frozen=True)
@@ -159,8 +163,9 @@ class Outbox:
             message = outgoing[part]
             html = (event.id, part) not in self._plain
             error: BaseException | None = None
+            sent = None
             try:
-                await self.bot.send_message(
+                sent = await self.bot.send_message(
                     chat,
                     message.html if html else message.plain,
                     parse_mode=ParseMode.HTML if html else None,
@@ -174,6 +179,7 @@ class Outbox:
             verdict = decide(error, failures=failures, html=html, now=self.clock())
             match verdict.action:
                 case Action.DELIVERED:
+                    await self._remember(event, chat, getattr(sent, "message_id", None))
                     part += 1
                     self._sent_parts[event.id] = part
                 case Action.PLAIN:
@@ -203,7 +209,39 @@ class Outbox:
                                 extra=_extra(event, chat, verdict))
                     break
         await self._settle(event)
+        if event.kind in ENDINGS and event.task_id is not None:
+            await self._drop_cancel_buttons(event.task_id)
         return True
+
+    async def _remember(self, event: Event, chat: int, message_id: int | None) -> None:
+        """Record which task the message is about: a reply to it is a follow-up, and the
+        receipt's Cancel button goes when the task ends. A failure loses only that."""
+        if event.task_id is None or not isinstance(message_id, int):
+            return
+        kind = RECEIPT if event.kind == "receipt" else NOTICE
+        try:
+            await self.store.record_messages(MASTER_BOT, chat, [message_id], event.task_id,
+                                             kind)
+        except Exception as exc:
+            log.warning("could not record a notice's message", extra={
+                "task_id": event.task_id, "error": type(exc).__name__})
+
+    async def _drop_cancel_buttons(self, task_id: str) -> None:
+        """The task ended: its receipt's Cancel button would do nothing any more."""
+        try:
+            receipts = await self.store.messages_of_task(task_id, RECEIPT)
+        except Exception as exc:
+            log.warning("could not find a receipt", extra={
+                "task_id": task_id, "error": type(exc).__name__})
+            return
+        for chat, message_id in receipts:
+            try:
+                await self.bot.edit_message_reply_markup(chat, message_id, reply_markup=None)
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:  # already gone, or Telegram is out: the button stays
+                log.info("receipt button not removed", extra={
+                    "task_id": task_id, "error": type(exc).__name__})
 
     async def _settle(self, event: Event) -> None:
         await self.store.mark_event_delivered(event.id)

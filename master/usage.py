@@ -22,34 +22,11 @@ from fleetgram.store.base import Store, UsageLine
 
 log = logging.getLogger(__name__)
 
-USAGE_COMMAND = ("usage", "Your tokens and cost today and this month")
-USAGE_HELP_LINE = "/usage — your tokens and cost today and this month, per worker"
 USAGE_FAILED = "⚠️ I could not read the usage ledger just now; try again in a minute."
 
 MESSAGE_BUDGET = 4000  # below Telegram's 4096, as the other views
 WORKER_LINES = 10  # per period; the rest are summed into one line
 USER_LINES = 10  # per period, for admins
-
-
-# --- /help and the command menu --------------------------------------------------------------
-def with_usage_help(help_text: str) -> str:
-    """The master's /help with the /usage line, before /help's own line."""
-    if "/usage" in help_text:
-        return help_text
-    anchor = "/help — "
-    at = help_text.find(anchor)
-    if at < 0:
-        return help_text + "\n" + USAGE_HELP_LINE
-    return help_text[:at] + USAGE_HELP_LINE + "\n" + help_text[at:]
-
-
-def with_usage_command(commands: Sequence[tuple[str, str]]) -> list[tuple[str, str]]:
-    """The command menu with /usage, before help."""
-    names = [name for name, _ in commands]
-    if USAGE_COMMAND[0] in names:
-        return list(commands)
-    at = names.index("help") if "help" in names else len(names)
-    return [*commands[:at], USAGE_COMMAND, *commands[at:]]
 
 
 # --- the view --------------------------------------------------------------------------------

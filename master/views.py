@@ -15,25 +15,33 @@ HELP = """<b>fleetgram</b> — a fleet of Claude workers.
 Send me a prompt and the next free worker takes it; watch it work in that worker's own chat.
 
 <b>Prompts</b>
-<code>write the docs</code> — priority 5 (default)
+<code>write the docs</code> — priority 5, normal (the default)
 <code>!1 fix the build</code> — priority 1 (most urgent) … <code>!10</code> (least)
+Priorities read as words: 1–2 urgent, 3–4 high, 5–7 normal, 8–10 low.
 <code>/urgent fix the build</code> — same as !1
 <code>@worker2 write the tests</code> — only worker2 does it
 (it waits if worker2 is busy and starts it if stopped)
 You can also write to a worker bot directly: it does the task there.
 
 <b>Commands</b>
-/queue — pending and running tasks, in order
+/queue — pending and running tasks, in order, with Cancel buttons for yours
 /workers — every worker: state, current task, since when
 /cancel &lt;id&gt; — cancel a task (pending: never runs; running: stops within 2 s)
+/usage — your tokens and cost today and this month, per worker
+/addworker — add a worker bot in one tap (Telegram creates it for you)
 /help — this message
 
 In a worker's chat: /new starts a fresh conversation, /stop cancels what it is doing.
 
 <b>Good to know</b>
+Reply to a task's answer, receipt or notice to follow it up: the same conversation goes on
+(on the same worker when it is free, otherwise another one takes the conversation over).
+A message that is not a reply starts a fresh conversation.
 Edit a prompt while it waits and the task changes with it.
 A long paste that Telegram splits into several messages becomes one task.
-I answer in private chats only, and take text prompts (not files or voice notes yet).
+Photos, images, PDFs and text files go with the prompt in their caption; an album is one
+task; voice notes are transcribed when transcription is configured.
+I answer in private chats only.
 You see your own tasks; other users' work is only counted."""
 
 MASTER_COMMANDS = [
@@ -41,6 +49,8 @@ MASTER_COMMANDS = [
     ("workers", "Worker states"),
     ("cancel", "Cancel a task: /cancel <id>"),
     ("urgent", "Queue a prompt at priority 1"),
+    ("usage", "Your tokens and cost today and this month"),
+    ("addworker", "Add a worker bot in one tap"),
     ("help", "How to use fleetgram"),
 ]
 
@@ -52,6 +62,26 @@ _STATE_ICON = {
     WorkerState.ERROR: "🔴",
     WorkerState.STOPPED: "⚪",
 }
+
+
+def priority_word(priority: int) -> str:
+    """One word for a priority (1 most urgent … 10 least), the same everywhere."""
+    if priority <= 2:
+        return "urgent"
+    if priority <= 4:
+        return "high"
+    if priority <= 7:
+        return "normal"
+    return "low"
+
+
+def priority_label(priority: object) -> str:
+    """"priority 5 (normal)": the number the user typed, and what it means."""
+    try:
+        number = int(str(priority))
+    except ValueError:
+        return "priority ?"
+    return f"priority {number} ({priority_word(number)})"
 
 
 def waiting_note(what: str) -> str:
@@ -77,12 +107,15 @@ QUEUE_LINES = 25  # at most this many of the viewer's tasks are listed (and load
 
 
 def receipt_payload(
-    task: Task, note: str = "", *, joined: int = 1, cleaned: str = ""
+    task: Task, note: str = "", *, joined: int = 1, cleaned: str = "",
+    follow_up_of: str | None = None,
 ) -> dict[str, Any]:
     """What a 'receipt' outbox event carries: enough to render it after a restart."""
     payload: dict[str, Any] = {"title": task.title, "priority": task.priority}
     if task.pinned_worker:
         payload["pinned_worker"] = task.pinned_worker
+    if follow_up_of:
+        payload["follow_up_of"] = follow_up_of
     if note:
         payload["note"] = note
     if joined > 1:
@@ -99,9 +132,11 @@ def receipt(
     pinned = payload.get("pinned_worker")
     pin = f" · for {escape(str(pinned))}" if pinned else ""
     text = (
-        f"🆕 <b>{task_id}</b> · priority {payload.get('priority', '?')} · {where}{pin}\n"
+        f"🆕 <b>{task_id}</b> · {priority_label(payload.get('priority', '?'))} · {where}{pin}\n"
         f"{escape(str(payload.get('title', '')))}"
     )
+    if payload.get("follow_up_of"):
+        text += f"\n↪️ follow-up of {escape(str(payload['follow_up_of']))}"
     joined = int(payload.get("joined", 1))
     if joined > 1:
         text += f"\n📎 Joined {joined} messages of one paste into this task."
@@ -147,7 +182,7 @@ def queue_view(
     lines = []
     for t in running:
         lines.append(
-            f"▶️ <code>{t.id}</code> p{t.priority} on {t.worker}"
+            f"▶️ <code>{t.id}</code> {priority_word(t.priority)} on {t.worker}"
             f" · {ago(t.started_at or t.assigned_at, now)}"
             f" — {escape(t.title)}"
             + (f"\n    {waiting_note(t.waiting)}" if t.waiting else "")
@@ -156,7 +191,8 @@ def queue_view(
         pin = f" → {t.pinned_worker}" if t.pinned_worker else ""
         retry = f" (attempt {t.attempts + 1})" if t.attempts else ""
         lines.append(
-            f"{i}. <code>{t.id}</code> p{t.priority}{pin} · waiting {ago(t.created_at, now)}"
+            f"{i}. <code>{t.id}</code> {priority_word(t.priority)}{pin}"
+            f" · waiting {ago(t.created_at, now)}"
             f"{retry} — {escape(t.title)}"
         )
     unlisted = counts.mine_running + counts.mine_pending - len(running) - len(pending)
@@ -174,6 +210,23 @@ def queue_view(
         return "\n".join(more)
 
     return _fit(head, lines, tail)
+
+
+QUEUE_BUTTONS = 10  # Cancel buttons under /queue: the viewer's first tasks in queue order
+
+
+def queue_buttons(
+    running: Sequence[Task], pending: Sequence[Task], more: int = 0
+) -> tuple[list[tuple[str, str]], str]:
+    """(label, callback data) of the Cancel buttons for the viewer's own tasks (`running` and
+    `pending` are theirs only: others' tasks never get one), and the line that says how to
+    cancel the ones without a button (`more`: the viewer's tasks /queue did not load)."""
+    tasks = [*running, *pending]
+    buttons = [(f"Cancel {t.id}", f"cancel:{t.id}") for t in tasks[:QUEUE_BUTTONS]]
+    rest = len(tasks) - len(buttons) + max(0, more)
+    note = (f"Buttons cancel your first {len(buttons)} tasks; /cancel &lt;id&gt; cancels "
+            f"any of the other {rest}." if rest > 0 and buttons else "")
+    return buttons, note
 
 
 def workers_view(
@@ -252,7 +305,7 @@ def render_event(event: Event) -> str | None:
     if event.kind == "requeued":
         return (
             f"🔁 <b>{tid}</b> went back to the queue: {escape(str(p.get('reason', '')))} "
-            f"(attempt {p.get('attempts', '?')} lost). {title}"
+            f"(attempt {p.get('attempts', '?')} lost).\n{title}"
         )
     if event.kind == "undelivered":
         return (f"⚠️ <b>{tid}</b>'s answer could not be shown in {p.get('worker')}'s chat "
@@ -260,7 +313,7 @@ def render_event(event: Event) -> str | None:
     if event.kind == "blocked" and p.get("reason") == "unreachable":
         return (
             f"⚠️ {p.get('worker')}'s chat is unreachable (Telegram keeps failing). "
-            f"<b>{tid}</b> goes on; its answer will come here when done."
+            f"<b>{tid}</b> goes on; its answer will come here when done.\n{title}"
         )
     if event.kind == "blocked":
         username = p.get("username")
@@ -268,6 +321,6 @@ def render_event(event: Event) -> str | None:
                if username else f"{p.get('worker')}'s bot")
         return (
             f"⚠️ {p.get('worker')} can't message you: open {bot} and press Start. "
-            f"<b>{tid}</b> goes on; its answer will come here when done."
+            f"<b>{tid}</b> goes on; its answer will come here when done.\n{title}"
         )
     return None

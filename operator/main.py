@@ -72,9 +72,9 @@ def build_registry(
     return registry, reconciler
 
 
-def run_operator(settings: Settings) -> int:
+def run_operator(settings: Settings, *, liveness: bool = True) -> int:
     config = OperatorConfig.from_env(os.environ, default_pool=settings.pool_name)
-    liveness = liveness_endpoint()
+    endpoint = liveness_endpoint() if liveness else None
     api = KubernetesApi()
     try:
         KubernetesApi.load_config()
@@ -91,13 +91,13 @@ def run_operator(settings: Settings) -> int:
     logging.getLogger("kopf.objects").setLevel(max(logging.WARNING,
                                                    logging.getLogger().getEffectiveLevel()))
     log.info("operator starting", extra={"namespace": settings.namespace,
-                                         "interval": config.interval, "liveness": liveness})
+                                         "interval": config.interval, "liveness": endpoint})
     kopf.run(
         registry=registry,
         standalone=True,
         namespaces=[settings.namespace],
         clusterwide=False,
-        liveness_endpoint=liveness,
+        liveness_endpoint=endpoint,
     )
     api.close()
     return 0

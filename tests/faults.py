@@ -29,6 +29,8 @@ WRITE_METHODS = frozenset({
     "mark_event_delivered", "record_ambiguous_send", "remember_reply", "forget_replies",
     "active_conversation", "new_conversation", "append_turns", "replace_turns",
     "set_session", "set_waiting", "add_attachments",
+    "record_messages", "link_follow_up", "link_conversation", "activate_conversation",
+    "add_managed_token",
 })
 
 SQLITE_FULL_MESSAGE = "database or disk is full"  # sqlite3_errstr(SQLITE_FULL)

@@ -44,3 +44,17 @@ def test_the_quick_benchmark_reports_every_figure_as_a_finite_number(tmp_path: P
         assert isinstance(figure["value"], int | float), figure
         assert math.isfinite(figure["value"]), figure
         assert figure["met"] in (True, False, None)
+
+
+def test_the_suite_loads_without_pytest_or_the_tests_package(tmp_path: Path) -> None:
+    """A user runs it from the package's own dependencies: pytest, kmock and tests.* may be
+    missing (the operator figure alone needs them, and says so when they are)."""
+    code = ("import runpy, sys\n"
+            "for name in ('pytest', 'kmock', 'tests'):\n"
+            "    sys.modules[name] = None  # importing it now raises ImportError\n"
+            f"sys.argv = [{str(SUITE)!r}, '--help']\n"
+            f"runpy.run_path({str(SUITE)!r}, run_name='__main__')\n")
+    run = subprocess.run([sys.executable, "-P", "-c", code], cwd=tmp_path, capture_output=True,
+                         text=True, timeout=60, check=False)
+    assert run.returncode == 0, run.stderr[-3000:]
+    assert "--postgres" in run.stdout

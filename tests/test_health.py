@@ -50,6 +50,7 @@ async def health() -> AsyncIterator[tuple[Health, int]]:
 
 def test_health_port_defaults_to_8081_and_0_turns_it_off(world: World) -> None:
     env = fleet_env(world.telegram, world.claude, world.database_url)
+    del env["HEALTH_PORT"]  # the tests' own environment turns it off
     assert load_settings(env, dotenv=None).health_port == 8081
     assert load_settings({**env, "HEALTH_PORT": "0"}, dotenv=None).health_port == 0
     with pytest.raises(ConfigErrors, match="HEALTH_PORT"):

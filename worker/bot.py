@@ -43,6 +43,7 @@ from fleetgram.engines.base import ApprovalChoice, Engine, ToolCall
 from fleetgram.engines.chat import ChatEngine
 from fleetgram.engines.permissions import approval_text
 from fleetgram.intake import SlidingWindow, clean_text
+from fleetgram.master.followups import link_reply
 from fleetgram.parsing import PROMPT_MAX, make_title
 from fleetgram.spend import intake_refusal
 from fleetgram.store.base import CancelOutcome, Store
@@ -529,6 +530,9 @@ class WorkerBot:
         )
         if files:  # stored before the task exists, so a claim never finds it without them
             await self.store.add_attachments(task.id, files)
+        replied = message.reply_to_message  # a reply continues that task (master/followups)
+        await link_reply(self.store, message.chat_id, replied.message_id if replied else None,
+                         task.id, made_in=self.slot, user_id=user_id)
         task = await self.store.create_task(task)
         if note:
             await message.reply_text(note)

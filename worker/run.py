@@ -35,8 +35,10 @@ from telegram.error import TelegramError
 from fleetgram import metrics
 from fleetgram.aio import being_cancelled
 from fleetgram.claude.runner import UsageMeter
+from fleetgram.config import EngineKind
 from fleetgram.domain import Task, TaskSource, TaskState
 from fleetgram.engines.base import ApprovalChoice, ToolCall, TurnResult
+from fleetgram.master.followups import ANSWER, Opened, open_follow_up
 from fleetgram.telegram.replies import reply_for
 from fleetgram.telegram.streaming import ChatUnavailable, StreamingReply
 from fleetgram.worker.steps import (
@@ -164,6 +166,7 @@ class TaskRun:
         self._opening: asyncio.Task[None] | None = None
         self.blocked = False  # the worker chat cannot be written to: answer via the master
         self.conversation: int | None = None
+        self.follow_up: Opened | None = None  # set when the task continues an earlier one
         self.cancelled_by_user = asyncio.Event()
         self.started = time.monotonic()
         self.phase = Phase.CLAIMED
@@ -229,8 +232,20 @@ class TaskRun:
             opener = self.store.new_conversation
         else:
             opener = self.store.active_conversation
-        self.conversation = await self._persist(
-            Step.CONVERSATION, lambda: opener(self.slot, task.user_id))
+        # A reply to an earlier task continues that task's conversation (master/followups.py).
+        agent = self.worker.settings.worker_engine == EngineKind.AGENT
+        self.follow_up = await self._persist(Step.CONVERSATION, lambda: open_follow_up(
+            self.store, self.slot, task, agent=agent))
+        if self.follow_up is not None:
+            self.conversation = self.follow_up.conversation
+            if self.follow_up.context:  # agent mode, carried: the earlier text goes first
+                self.task = task.with_(prompt=self.follow_up.context + task.prompt)
+        else:
+            self.conversation = await self._persist(
+                Step.CONVERSATION, lambda: opener(self.slot, task.user_id))
+        conversation = self.conversation
+        await self._persist_or_log(Step.CONVERSATION, lambda: self.store.link_conversation(
+            task.id, conversation))
 
     async def _open_chat(self) -> None:
         """Send the header message once the chat's previous reply is delivered. 403:
@@ -241,7 +256,8 @@ class TaskRun:
         unreachable = True  # False once Telegram says the user blocked or never opened us
         # Made only now: the floor must count the previous reply's last message.
         reply = reply_for(self.worker.app.bot, task.user_id, self.worker.settings,
-                          header=f"{task.id} · {task.title}",
+                          header=f"{task.id} · {task.title}" + (
+                              f"\n{self.follow_up.header}" if self.follow_up else ""),
                           known_floor=self.worker.known_floor(task))
         for attempt in range(1, FIRST_MESSAGE_ROUNDS + 1):
             try:
@@ -446,6 +462,10 @@ class TaskRun:
             failure = error
         if reply.message_ids:
             self.worker.note_message(self.task.user_id, max(reply.message_ids))
+            # A reply to any of them continues this task (master/followups.py).
+            ids, task = list(reply.message_ids), self.task
+            await self._persist_or_log(Step.FLUSH, lambda: self.store.record_messages(
+                self.slot, task.user_id, ids, task.id, ANSWER))
         if final and (unreachable or failure is not None):
             # The answer was streamed as a draft and its message never arrived (the chat
             # became unreachable, or Telegram kept failing): the master chat gets it instead.

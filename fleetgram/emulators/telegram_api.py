@@ -68,6 +68,7 @@ import json
 import logging
 import math
 import re
+import secrets
 import struct
 import time
 from collections.abc import Awaitable, Callable, Collection
@@ -95,7 +96,7 @@ _JSON_FIELDS = frozenset(
 )
 _INT_FIELDS = frozenset(
     "offset limit timeout message_id reply_to_message_id cache_time message_thread_id "
-    "draft_id".split()
+    "draft_id user_id".split()
 )
 _BOOL_FIELDS = frozenset(
     "disable_notification protect_content allow_sending_without_reply show_alert "
@@ -1023,6 +1024,11 @@ class _Bot:
             collections.deque
         )  # per method: one entry per pending malformed answer, True if processed first
         self.log: list[str] = []
+        # Managed bots (Bot API 9.6, https://core.telegram.org/bots/api#managed-bots): the
+        # BotFather Mini App toggle "Bot Management Mode" (getMe's can_manage_bots), and for a
+        # bot created through another bot, the token of its manager.
+        self.can_manage_bots = False
+        self.manager: str | None = None
 
     def user_dict(self) -> dict[str, Any]:
         return {
@@ -1139,6 +1145,17 @@ class SimUser:
             raise ValueError("a Telegram client does not send an empty message")
         plain, entities = _strip_text(text, [])
         return await self._post(bot, plain, _auto_entities(plain, entities), None)
+
+    async def reply(self, bot: str, message_id: int, text: str) -> int:
+        """Reply to message ``message_id`` of the chat with ``bot`` (swipe, type ``text``):
+        the update's message carries ``reply_to_message``. Returns the new message_id."""
+        if not text.strip():
+            raise ValueError("a Telegram client does not send an empty message")
+        if self._emu._chat(self._emu._bot(bot), self).find(message_id) is None:
+            raise AssertionError(f"no message #{message_id} to reply to in the chat with {bot}")
+        plain, entities = _strip_text(text, [])
+        return await self._post(bot, plain, _auto_entities(plain, entities), None,
+                                reply_to=message_id)
 
     async def start(self, bot: str) -> int:
         return await self.send(bot, "/start")
@@ -1260,6 +1277,7 @@ class SimUser:
     async def _post(
         self, bot: str, text: str, entities: list[dict[str, Any]],
         document: dict[str, Any] | None, *, media: dict[str, Any] | None = None,
+        reply_to: int | None = None,
     ) -> int:
         chat = self._emu._chat(self._emu._bot(bot), self)
         chat.opened, chat.blocked = True, False
@@ -1267,6 +1285,7 @@ class SimUser:
             next(chat.ids), False, text, text, None, entities, None, time.time(), document,
             media=media, sender=self.user_dict(),
         )
+        msg.reply_to = reply_to
         chat.messages.append(msg)
         self._emu._enqueue(chat.bot, "message", chat.message_dict(msg))
         chat.bot.log.append(
@@ -1325,6 +1344,18 @@ class SimUser:
         )
         await asyncio.sleep(0)
         return query_id
+
+    async def create_managed_bot(
+        self, bot: str, name: str, username: str, *, message_id: int | None = None
+    ) -> str:
+        """Press the request_managed_bot button of ``bot``'s message ``message_id`` (default:
+        the newest message with one) and confirm the creation of a bot called ``name`` /
+        @``username``, as the client's creation screen does (MTProto bots.createBot,
+        https://core.telegram.org/api/bots/managed-bots). The manager then gets the
+        ``managed_bot`` update and the service message ``managed_bot_created``
+        (https://core.telegram.org/bots/api#keyboardbuttonrequestmanagedbot). Returns the new
+        bot's username."""
+        return await self._emu._create_managed_bot(self, bot, name, username, message_id)
 
     def block(self, bot: str) -> None:
         """Block the bot: sends answer 403 "bot was blocked by the user" until the user writes."""
@@ -2053,6 +2084,7 @@ class TelegramEmulator:
             "supports_inline_queries": False,
             "can_connect_to_business": False,
             "has_main_web_app": False,
+            "can_manage_bots": bot.can_manage_bots,
         }
 
     async def _m_logOut(self, bot: _Bot, params: dict[str, Any]) -> Any:
@@ -2120,6 +2152,7 @@ class TelegramEmulator:
         raw, text, entities, parse_mode = self._format(params, "text", limit=4096)
         markup = self._markup(params)
         chat = self._target_chat(bot, params, write=True)
+        self._check_managed_bot_buttons(bot, chat, markup)
         reply_to = self._reply_to(chat, params)
         self._rate(bot, chat)
         msg = _Message(
@@ -2318,6 +2351,114 @@ class TelegramEmulator:
             seconds = max(1, math.ceil(wait - 1e-9))
             raise ApiError(429, f"Too Many Requests: retry after {seconds}", retry_after=seconds)
         chat.draft_tokens -= 1.0
+
+    # ---- managed bots (Bot API 9.6)
+    def set_bot_management(self, bot: str, enabled: bool = True) -> None:
+        """The owner's toggle in the @BotFather Mini App that lets ``bot`` manage other bots
+        (getMe: can_manage_bots)."""
+        self._bot(bot).can_manage_bots = enabled
+
+    def managed_bots(self, bot: str) -> list[str]:
+        """Usernames of the bots ``bot`` manages."""
+        token = self._bot(bot).token
+        return [b.username for b in self._bots.values() if b.manager == token]
+
+    def _check_managed_bot_buttons(
+        self, bot: _Bot, chat: _Chat | _GroupChat, markup: dict[str, Any] | None
+    ) -> None:
+        """KeyboardButton.request_managed_bot: "Available for bots that enabled management
+        of other bots in the @BotFather Mini App. Available in private chats only";
+        request_id is a signed 32-bit integer unique within the message
+        (https://core.telegram.org/bots/api#keyboardbutton). The error texts are the
+        MTProto ones the Bot API passes through (BUTTON_TYPE_INVALID, BUTTON_ID_INVALID)."""
+        rows = (markup or {}).get("keyboard") or []
+        buttons = [b for row in rows if isinstance(row, list) for b in row
+                   if isinstance(b, dict) and "request_managed_bot" in b]
+        seen: set[int] = set()
+        for button in buttons:
+            request = button["request_managed_bot"]
+            if not isinstance(request, dict) or "request_id" not in request:
+                raise _bad("can't parse keyboard button: Field \"request_id\" must be of "
+                           "type Number")
+            rid = request["request_id"]
+            if not isinstance(rid, int) or isinstance(rid, bool) or not -2**31 <= rid < 2**31:
+                raise _bad("can't parse keyboard button: Field \"request_id\" must be a "
+                           "valid Number")
+            if rid in seen:
+                raise _bad("BUTTON_ID_INVALID")
+            seen.add(rid)
+            if not isinstance(chat, _Chat) or not bot.can_manage_bots:
+                raise _bad("BUTTON_TYPE_INVALID")
+
+    async def _create_managed_bot(
+        self, user: SimUser, bot: str, name: str, username: str, message_id: int | None
+    ) -> str:
+        manager = self._bot(bot)
+        chat = self._chat(manager, user)
+        msgs = [m for m in chat.messages if m.from_bot and not m.deleted
+                and (message_id is None or m.message_id == message_id)]
+        request = next((b["request_managed_bot"] for m in reversed(msgs)
+                        for row in (m.reply_markup or {}).get("keyboard") or []
+                        for b in row if isinstance(b, dict) and "request_managed_bot" in b),
+                       None)
+        if request is None:
+            raise AssertionError(f"no request_managed_bot button in the chat with {bot}")
+        # bots.createBot's errors (https://core.telegram.org/method/bots.createBot).
+        if not manager.can_manage_bots:
+            raise ApiError(400, "MANAGER_PERMISSION_MISSING")
+        username = username.lstrip("@")
+        if not 1 <= len(name) <= 64:
+            raise ApiError(400, "NAME_INVALID")
+        if not re.fullmatch(r"[A-Za-z][A-Za-z0-9_]{4,31}", username):
+            raise ApiError(400, "USERNAME_INVALID")
+        if not username.lower().endswith("bot"):
+            raise ApiError(400, "USERNAME_SUFFIX_MISSING")
+        if self._find_bot(username) is not None:
+            raise ApiError(400, "USERNAME_OCCUPIED")
+        bot_id = next(self._bot_ids)
+        token = f"{bot_id}:{secrets.token_urlsafe(26)[:35]}"
+        self.add_bot(token, username, name)
+        created = self._bots[token]
+        created.manager = manager.token
+        chat.opened, chat.blocked = True, False
+        self._enqueue(manager, "managed_bot",
+                      {"user": user.user_dict(), "bot": created.user_dict()})
+        msg = _Message(next(chat.ids), False, "", "", None, [], None, time.time(),
+                       media={"managed_bot_created": {"bot": created.user_dict()}},
+                       sender=user.user_dict())
+        chat.messages.append(msg)
+        self._enqueue(manager, "message", chat.message_dict(msg))
+        manager.log.append(f"{_now():.3f} user {user.user_id} created managed bot @{username}")
+        await asyncio.sleep(0)
+        return username
+
+    def _managed_by(self, bot: _Bot, params: dict[str, Any]) -> _Bot:
+        """getManagedBotToken / replaceManagedBotToken: only the manager of the bot
+        ``user_id`` may call them; anything else is MTProto's BOT_INVALID ("This is not a
+        valid bot", https://core.telegram.org/method/bots.exportBotToken)."""
+        user_id = params.get("user_id")
+        if user_id in (None, ""):
+            raise _bad("user_id is empty")
+        if not isinstance(user_id, int):
+            raise _bad("invalid user_id specified")
+        target = next((b for b in self._bots.values() if b.id == user_id), None)
+        if target is None or target.manager != bot.token:
+            raise _bad("BOT_INVALID")
+        return target
+
+    async def _m_getManagedBotToken(self, bot: _Bot, params: dict[str, Any]) -> Any:
+        """https://core.telegram.org/bots/api#getmanagedbottoken: the token as a String."""
+        return self._managed_by(bot, params).token
+
+    async def _m_replaceManagedBotToken(self, bot: _Bot, params: dict[str, Any]) -> Any:
+        """https://core.telegram.org/bots/api#replacemanagedbottoken: the old token stops
+        working, the new one is returned."""
+        target = self._managed_by(bot, params)
+        old = target.token
+        target.token = f"{target.id}:{secrets.token_urlsafe(26)[:35]}"
+        self._bots[target.token] = self._bots.pop(old)
+        target.wake("stop")
+        return target.token
 
     async def _m_getFile(self, bot: _Bot, params: dict[str, Any]) -> Any:
         doc = self._files.get(str(params.get("file_id")))

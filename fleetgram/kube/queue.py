@@ -657,6 +657,13 @@ class ClusterStore:
     async def ensure_slots(self, names: Sequence[str]) -> None:
         """Nothing to do: the slots are the WorkerPool's spec.tokenSecrets."""
 
+    async def add_managed_token(self, slot: str, bot_id: int, username: str,
+                                token_encrypted: bytes) -> None:
+        await self.inner.add_managed_token(slot, bot_id, username, token_encrypted)
+
+    async def managed_tokens(self) -> list[Any]:
+        return await self.inner.managed_tokens()
+
     async def _pool_slot_names(self) -> list[str]:
         try:
             pool = await self.kube.get_object(WORKERPOOLS, self.pool)
@@ -770,3 +777,30 @@ class ClusterStore:
         self, conversation_id: int, turns: Sequence[dict[str, Any]]
     ) -> None:
         await self.inner.replace_turns(conversation_id, turns)
+
+    # Follow-ups by reply: kept in SQL, like the conversations they point into.
+    async def record_messages(
+        self, bot: str, chat_id: int, message_ids: Sequence[int], task_id: str, kind: str
+    ) -> None:
+        await self.inner.record_messages(bot, chat_id, message_ids, task_id, kind)
+
+    async def task_of_message(self, bot: str, chat_id: int, message_id: int) -> str | None:
+        return await self.inner.task_of_message(bot, chat_id, message_id)
+
+    async def messages_of_task(self, task_id: str, kind: str) -> list[tuple[int, int]]:
+        return await self.inner.messages_of_task(task_id, kind)
+
+    async def link_follow_up(self, task_id: str, follow_up_of: str) -> None:
+        await self.inner.link_follow_up(task_id, follow_up_of)
+
+    async def follow_up_of(self, task_id: str) -> str | None:
+        return await self.inner.follow_up_of(task_id)
+
+    async def link_conversation(self, task_id: str, conversation_id: int) -> None:
+        await self.inner.link_conversation(task_id, conversation_id)
+
+    async def conversation_of_task(self, task_id: str) -> tuple[int, str] | None:
+        return await self.inner.conversation_of_task(task_id)
+
+    async def activate_conversation(self, conversation_id: int) -> None:
+        await self.inner.activate_conversation(conversation_id)

@@ -97,6 +97,17 @@ class ApiCall:
 
 
 @dataclass(frozen=True)
+class ManagedToken:
+    """A worker bot token added with /addworker, encrypted (fleetgram/tokens.py)."""
+
+    slot: str  # the slot it got when added
+    bot_id: int
+    username: str
+    token_encrypted: bytes
+    created_at: datetime
+
+
+@dataclass(frozen=True)
 class UsageLine:
     """The usage ledger summed for one user on one worker over a period (see usage_since).
     `user_id` is None for calls whose task is no longer recorded (or had none)."""
@@ -252,6 +263,13 @@ class Store(Protocol):
 
     async def get_slots(self) -> list[WorkerSlot]: ...
 
+    async def add_managed_token(self, slot: str, bot_id: int, username: str,
+                                token_encrypted: bytes) -> None:
+        """Keep an encrypted worker token added with /addworker (migration 0008)."""
+
+    async def managed_tokens(self) -> list[ManagedToken]:
+        """The tokens added with /addworker, oldest first."""
+
     async def update_slot(self, name: str, **fields: Any) -> None:
         """Set the given WorkerSlot fields (enabled, username, started_at, ready_at,
         heartbeat_at, error, current_task, state_since)."""
@@ -311,3 +329,30 @@ class Store(Protocol):
         self, conversation_id: int, turns: Sequence[dict[str, Any]]
     ) -> None:
         """Replace every turn of the conversation (after compaction), in one transaction."""
+
+    # --- follow-ups by reply (issue 11) -------------------------------------------------
+    async def record_messages(
+        self, bot: str, chat_id: int, message_ids: Sequence[int], task_id: str, kind: str
+    ) -> None:
+        """Messages `bot` ("master" or a worker slot) sent about `task_id` in `chat_id` (kind:
+        "receipt", "notice", "answer"); a message already recorded keeps its task."""
+
+    async def task_of_message(self, bot: str, chat_id: int, message_id: int) -> str | None:
+        """The task a recorded message of `bot`'s chat is about (None: not one of ours)."""
+
+    async def messages_of_task(self, task_id: str, kind: str) -> list[tuple[int, int]]:
+        """(chat_id, message_id) of the task's recorded messages of `kind`."""
+
+    async def link_follow_up(self, task_id: str, follow_up_of: str) -> None:
+        """`task_id` continues `follow_up_of`'s conversation (written before the task)."""
+
+    async def follow_up_of(self, task_id: str) -> str | None: ...
+
+    async def link_conversation(self, task_id: str, conversation_id: int) -> None:
+        """The task runs in this conversation (so a follow-up can find it)."""
+
+    async def conversation_of_task(self, task_id: str) -> tuple[int, str] | None:
+        """(conversation id, worker) the task ran in; None if it never started."""
+
+    async def activate_conversation(self, conversation_id: int) -> None:
+        """Make the conversation its worker's active one with its user again."""

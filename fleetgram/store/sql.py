@@ -29,6 +29,7 @@ from fleetgram.store.base import (
     ApiCall,
     CancelOutcome,
     CancelResult,
+    ManagedToken,
     UsageLine,
     check_storable,
     storable,
@@ -696,6 +697,10 @@ class SqlStore(ABC):
             await tx.execute("DELETE FROM api_calls WHERE created_at < ?", before)
             # A reply left over that long belongs to a slot never started again: stale.
             await tx.execute("DELETE FROM worker_replies WHERE created_at < ?", before)
+            for table in ("task_messages", "task_threads"):  # follow-ups: with their tasks
+                await tx.execute(
+                    f"DELETE FROM {table} WHERE created_at < ? "
+                    "AND task_id NOT IN (SELECT task_id FROM tasks)", before)
         return deleted
 
     async def archive_task(self, task: Task) -> None:
@@ -743,6 +748,22 @@ class SqlStore(ABC):
         async with self._write() as tx:
             for name in names:
                 await self._ensure_slot(tx, name)
+
+    async def add_managed_token(self, slot: str, bot_id: int, username: str,
+                                token_encrypted: bytes) -> None:
+        async with self._write() as tx:
+            await tx.execute(
+                "INSERT INTO managed_tokens (slot, bot_id, username, token_encrypted, created_at)"
+                " VALUES (?, ?, ?, ?, ?)", slot, bot_id, username, bytes(token_encrypted),
+                utcnow(),
+            )
+
+    async def managed_tokens(self) -> list[ManagedToken]:
+        async with self._read() as tx:
+            rows = await tx.fetchall("SELECT * FROM managed_tokens ORDER BY created_at, slot")
+        return [ManagedToken(row["slot"], int(row["bot_id"]), row["username"],
+                             bytes(row["token_encrypted"]), _required_dt(row["created_at"]))
+                for row in rows]
 
     async def get_slots(self) -> list[WorkerSlot]:
         async with self._read() as tx:
@@ -985,3 +1006,84 @@ class SqlStore(ABC):
                 worker,
             )
         return [(row["task_id"], int(row["chat_id"]), int(row["message_id"])) for row in rows]
+
+    # --- follow-ups by reply (issue 11) -------------------------------------------------
+    async def record_messages(
+        self, bot: str, chat_id: int, message_ids: Sequence[int], task_id: str, kind: str
+    ) -> None:
+        now = utcnow()
+        async with self._write() as tx:
+            for message_id in message_ids:
+                await tx.execute(
+                    "INSERT INTO task_messages (bot, chat_id, message_id, task_id, kind, "
+                    "created_at) VALUES (?, ?, ?, ?, ?, ?) "
+                    "ON CONFLICT (bot, chat_id, message_id) DO NOTHING",
+                    bot, chat_id, message_id, task_id, kind, now,
+                )
+
+    async def task_of_message(self, bot: str, chat_id: int, message_id: int) -> str | None:
+        async with self._read() as tx:
+            row = await tx.fetchone(
+                "SELECT task_id FROM task_messages WHERE bot = ? AND chat_id = ? "
+                "AND message_id = ?",
+                bot, chat_id, message_id,
+            )
+        return None if row is None else str(row["task_id"])
+
+    async def messages_of_task(self, task_id: str, kind: str) -> list[tuple[int, int]]:
+        async with self._read() as tx:
+            rows = await tx.fetchall(
+                "SELECT chat_id, message_id FROM task_messages WHERE task_id = ? AND kind = ? "
+                "ORDER BY message_id",
+                task_id, kind,
+            )
+        return [(int(row["chat_id"]), int(row["message_id"])) for row in rows]
+
+    async def link_follow_up(self, task_id: str, follow_up_of: str) -> None:
+        async with self._write() as tx:
+            await tx.execute(
+                "INSERT INTO task_threads (task_id, follow_up_of, created_at) VALUES (?, ?, ?) "
+                "ON CONFLICT (task_id) DO UPDATE SET follow_up_of = excluded.follow_up_of",
+                task_id, follow_up_of, utcnow(),
+            )
+
+    async def follow_up_of(self, task_id: str) -> str | None:
+        async with self._read() as tx:
+            row = await tx.fetchone(
+                "SELECT follow_up_of FROM task_threads WHERE task_id = ?", task_id
+            )
+        return None if row is None else row["follow_up_of"]
+
+    async def link_conversation(self, task_id: str, conversation_id: int) -> None:
+        async with self._write() as tx:
+            await tx.execute(
+                "INSERT INTO task_threads (task_id, conversation_id, created_at) "
+                "VALUES (?, ?, ?) ON CONFLICT (task_id) DO UPDATE SET "
+                "conversation_id = excluded.conversation_id",
+                task_id, conversation_id, utcnow(),
+            )
+
+    async def conversation_of_task(self, task_id: str) -> tuple[int, str] | None:
+        async with self._read() as tx:
+            row = await tx.fetchone(
+                "SELECT c.id, c.worker FROM task_threads t "
+                "JOIN conversations c ON c.id = t.conversation_id WHERE t.task_id = ?",
+                task_id,
+            )
+        return None if row is None else (int(row["id"]), str(row["worker"]))
+
+    async def activate_conversation(self, conversation_id: int) -> None:
+        async with self._write() as tx:
+            row = await tx.fetchone(
+                "SELECT worker, user_id FROM conversations WHERE id = ?", conversation_id
+            )
+            if row is None:
+                raise KeyError(f"no conversation {conversation_id}")
+            await tx.execute(
+                "UPDATE conversations SET active = FALSE "
+                "WHERE worker = ? AND user_id = ? AND active AND id <> ?",
+                row["worker"], row["user_id"], conversation_id,
+            )
+            await tx.execute(
+                "UPDATE conversations SET active = TRUE WHERE id = ?", conversation_id
+            )

@@ -56,6 +56,7 @@ def fleet_env(telegram: TelegramEmulator, claude: ClaudeEmulator, database_url: 
         "STREAM_EDIT_INTERVAL": "0.2",
         "HEARTBEAT_INTERVAL": "0.2",
         "WORKER_LEASE_SECONDS": "3",
+        "HEALTH_PORT": "0",  # tests run in parallel: a fixed port would be shared
     }
     env.update({k: str(v) for k, v in overrides.items()})
     return env

@@ -193,7 +193,7 @@ async def test_help_start_and_command_menu(world: World) -> None:
         await world.ada.send(MASTER, "/help")
         await wait_until(lambda: len(world.ada.bot_texts(MASTER)) >= 2)
         assert [c for c, _ in world.telegram.commands(MASTER)] == [
-            "queue", "workers", "cancel", "urgent", "usage", "help"
+            "queue", "workers", "cancel", "urgent", "usage", "addworker", "help"
         ]
         await wait_until(lambda: world.telegram.commands(worker_bot(1)), 5, "worker menu")
         assert [c for c, _ in world.telegram.commands(worker_bot(1))] == ["new", "stop", "help"]

@@ -122,11 +122,13 @@ async def test_an_answer_whose_chat_is_blocked_while_it_streams_comes_to_the_mas
     """The answer streams as a draft; the user blocks the worker bot before it is sent as a
     message: the master chat gets the whole answer instead, once."""
     world.claude.tokens_per_second = 30
-    world.claude.script("Answer to: blocked midway. " + "word " * 40 + "the very end.")
+    world.claude.script("Answer to: blocked midway. " + "word " * 150 + "the very end.")
     async with one_worker_fleet(world) as fleet:
         task_id = await world.prompt("blocked midway")
         await world.ada.wait_to_see(W1, "Answer to: blocked midway")
+        world.claude.tokens_per_second = 0  # Claude pauses: the answer is still streaming
         world.ada.block(W1)
+        world.claude.tokens_per_second = 30
         await wait_task(fleet, task_id, TaskState.COMPLETED, 40)
         answer = await world.ada.wait_for_text(MASTER, "the very end.", timeout=15)
         assert answer.text.count("Answer to: blocked midway") == 1

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import signal
+import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -45,23 +46,57 @@ def test_operator_config_from_the_environment() -> None:
     assert OperatorConfig.from_env({}) == OperatorConfig()
 
 
+def free_port() -> int:
+    """A port nobody listens on now (tests run in parallel: never a fixed one)."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
+@pytest.mark.k8s
+def test_with_its_health_port_taken_the_operator_runs_without_it_and_says_so(
+        kube_emulator: KubeEmulator, tmp_path: Path) -> None:
+    make_secrets(kube_emulator, 2)
+    make_pool(kube_emulator, 2, minWorkers=1)
+    with socket.socket() as taken:
+        taken.bind(("0.0.0.0", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        proc = start_operator(tmp_path, HEALTH_PORT=str(port))
+        try:
+            kube_emulator.wait_for_sync(
+                lambda: kube_emulator.get("deployments", "fleetgram-worker1", NS), 20)
+        finally:
+            proc.send_signal(signal.SIGTERM)
+            output, _ = proc.communicate(timeout=30)
+    assert proc.returncode == 0, output
+    assert f"HEALTH_PORT: cannot listen on port {port}" in output
+
+
+def start_operator(tmp_path: Path, **env_overrides: str) -> subprocess.Popen[str]:
+    """`fleetgram operator` as a pod runs it: settings from the environment only."""
+    env = {k: v for k, v in os.environ.items() if k != "DATABASE_URL"}
+    env.update(BASE, FLEETGRAM_NAMESPACE=NS, OPERATOR_INTERVAL="0.3",
+               KUBECONFIG=os.environ["KUBECONFIG"], HEALTH_PORT=str(free_port()),
+               METRICS_PORT="0",
+               # The operator peeks at stopped workers' chats: never at the real Telegram.
+               TELEGRAM_API_URL="http://127.0.0.1:9")
+    env.update(env_overrides)
+    empty = tmp_path / "empty.env"
+    empty.write_text("")
+    command = [str(Path(sys.executable).parent / "fleetgram"), "--env-file", str(empty),
+               "operator"]
+    return subprocess.Popen(command, env=env, cwd=tmp_path, stdout=subprocess.PIPE,
+                            stderr=subprocess.STDOUT, text=True)
+
+
 @pytest.mark.k8s
 def test_the_fleetgram_operator_command_runs_kopf(kube_emulator: KubeEmulator,
                                                   tmp_path: Path) -> None:
     emu = kube_emulator
     make_secrets(emu, 2)
     make_pool(emu, 2, minWorkers=1)
-    env = {k: v for k, v in os.environ.items() if k != "DATABASE_URL"}
-    env.update(BASE, FLEETGRAM_NAMESPACE=NS, OPERATOR_INTERVAL="0.3",
-               KUBECONFIG=os.environ["KUBECONFIG"],
-               # The operator peeks at stopped workers' chats: never at the real Telegram.
-               TELEGRAM_API_URL="http://127.0.0.1:9")
-    empty = tmp_path / "empty.env"  # settings from the environment only, as in a pod
-    empty.write_text("")
-    command = [str(Path(sys.executable).parent / "fleetgram"), "--env-file", str(empty),
-               "operator"]
-    proc = subprocess.Popen(command, env=env, cwd=tmp_path, stdout=subprocess.PIPE,
-                            stderr=subprocess.STDOUT, text=True)
+    proc = start_operator(tmp_path)
     try:
         emu.wait_for_sync(lambda: emu.get("deployments", "fleetgram-worker1", NS), 20)
         emu.wait_for_sync(lambda: (emu.get("workerpools", "fleetgram", NS) or {}).get("status"),

@@ -24,7 +24,9 @@ def test_every_write_method_of_the_store_protocol_is_guarded() -> None:
     assert WRITE_METHODS <= protocol
     reads = {"open", "close", "get_task", "list_tasks", "count_tasks", "find_task_by_message",
              "queue_position", "get_slots", "pending_events", "leftover_replies", "load_turns",
-             "session_of", "load_attachments", "usage_since"}
+             "session_of", "load_attachments", "usage_since",
+             "task_of_message", "messages_of_task", "follow_up_of", "conversation_of_task",
+             "managed_tokens"}
     assert protocol - WRITE_METHODS == reads  # a new method must be sorted into one or other
 
 

@@ -90,7 +90,7 @@ def test_the_queue_lists_running_tasks_then_pending_ones_in_queue_order_with_ids
         "t-pend2",
     ]
     assert "on worker2" in lines[1] and "1m30s" in lines[1] and "long job" in lines[1]
-    assert lines[2].startswith("1. ") and "p1" in lines[2] and "urgent fix" in lines[2]
+    assert lines[2].startswith("1. ") and "urgent" in lines[2] and "urgent fix" in lines[2]
     assert lines[3].startswith("2. ")
 
 

@@ -313,6 +313,19 @@ def _agent_relay(address: str, cli: str | None) -> int:
     return 0
 
 
+async def _with_stored_tokens(settings: Settings) -> None:
+    """The worker tokens added with /addworker (stored encrypted) join the pool."""
+    from fleetgram.store import open_store
+    from fleetgram.tokens import load_into_pool
+
+    store = open_store(settings.database_url)
+    await store.open()
+    try:
+        await load_into_pool(settings, store)
+    finally:
+        await store.close()
+
+
 def _worker(settings: Settings, env_slot: str, arg_slot: str | None) -> Any:
     from fleetgram.fleet import WorkerOnly
 
@@ -320,6 +333,8 @@ def _worker(settings: Settings, env_slot: str, arg_slot: str | None) -> Any:
     # On Kubernetes a worker holds one token (WORKER_TOKEN) and knows only its own slot.
     known = settings.worker_token is not None and slot.startswith("worker") and \
         slot.removeprefix("worker").isdigit()
+    if slot not in settings.slot_names and not known:
+        asyncio.run(_with_stored_tokens(settings))  # a slot added with /addworker
     if slot not in settings.slot_names and not known:
         raise ConfigError("WORKER_SLOT", f"{slot!r} is not one of "
                                          f"{', '.join(settings.slot_names)}")

@@ -37,6 +37,18 @@ def _dump_tasks(nodeid: str) -> None:
 
 
 @pytest.fixture(autouse=True)
+def _fresh_draft_refusals() -> Iterator[None]:
+    """A bot whose drafts Telegram refused streams by edits for the rest of the process
+    (fleetgram.telegram.streaming): every test's bots start with a clean record, as the
+    tests reuse the same bot tokens."""
+    from fleetgram.telegram.streaming import forget_draft_refusals
+
+    forget_draft_refusals()
+    yield
+    forget_draft_refusals()
+
+
+@pytest.fixture(autouse=True)
 def _asyncio_watchdog(request: pytest.FixtureRequest) -> Iterator[None]:
     timer = threading.Timer(WATCHDOG_SECONDS, _dump_tasks, args=(request.node.nodeid,))
     timer.daemon = True

@@ -120,10 +120,11 @@ async def test_an_answer_whose_chat_is_blocked_while_it_streams_comes_to_the_mas
     world: World,
 ) -> None:
     """The answer streams as a draft; the user blocks the worker bot before it is sent as a
-    message: the master chat gets the whole answer instead, once."""
+    message: the master chat gets the whole answer instead, once. (Streaming by edits, the
+    message already exists: the emulator refuses only new sends to a chat that blocked it.)"""
     world.claude.tokens_per_second = 30
     world.claude.script("Answer to: blocked midway. " + "word " * 150 + "the very end.")
-    async with one_worker_fleet(world) as fleet:
+    async with one_worker_fleet(world, STREAM_DRAFTS="1") as fleet:
         task_id = await world.prompt("blocked midway")
         await world.ada.wait_to_see(W1, "Answer to: blocked midway")
         world.claude.tokens_per_second = 0  # Claude pauses: the answer is still streaming

@@ -2153,20 +2153,18 @@ class TelegramEmulator:
         markup = self._markup(params)
         chat = self._target_chat(bot, params, write=True)
         self._check_managed_bot_buttons(bot, chat, markup)
+        return self._post(bot, chat, params, (raw, text, entities, parse_mode), markup)
+
+    def _post(self, bot: _Bot, chat: _Chat | _GroupChat, params: dict[str, Any],
+              formatted: tuple[str, str, list[dict[str, Any]], str | None],
+              markup: dict[str, Any] | None, **content: Any) -> dict[str, Any]:
+        """The shared end of every send: the reply target checked, the chat's rate applied,
+        the message stored (it replaces the chat's draft, as the client shows) and returned."""
+        raw, text, entities, parse_mode = formatted
         reply_to = self._reply_to(chat, params)
         self._rate(bot, chat)
-        msg = _Message(
-            next(chat.ids),
-            True,
-            text,
-            raw,
-            parse_mode,
-            entities,
-            markup,
-            time.time(),
-            reply_to=reply_to,
-            sender=bot.user_dict(),
-        )
+        msg = _Message(next(chat.ids), True, text, raw, parse_mode, entities, markup,
+                       time.time(), reply_to=reply_to, sender=bot.user_dict(), **content)
         chat.messages.append(msg)
         self._clear_draft(chat)
         return chat.message_dict(msg)
@@ -2184,25 +2182,8 @@ class TelegramEmulator:
         else:
             raise _bad("there is no document in the request")
         chat = self._target_chat(bot, params, write=True)
-        reply_to = self._reply_to(chat, params)
-        self._rate(bot, chat)
-        doc = {**document, "caption": text}
-        msg = _Message(
-            next(chat.ids),
-            True,
-            text,
-            raw,
-            parse_mode,
-            entities,
-            markup,
-            time.time(),
-            document=doc,
-            reply_to=reply_to,
-            sender=bot.user_dict(),
-        )
-        chat.messages.append(msg)
-        self._clear_draft(chat)
-        return chat.message_dict(msg)
+        return self._post(bot, chat, params, (raw, text, entities, parse_mode), markup,
+                          document={**document, "caption": text})
 
     async def _m_sendPhoto(self, bot: _Bot, params: dict[str, Any]) -> Any:
         """https://core.telegram.org/bots/api#sendphoto: a multipart upload or the file_id of a
@@ -2227,24 +2208,8 @@ class TelegramEmulator:
         else:
             raise _bad("there is no photo in the request")
         chat = self._target_chat(bot, params, write=True)
-        reply_to = self._reply_to(chat, params)
-        self._rate(bot, chat)
-        msg = _Message(
-            next(chat.ids),
-            True,
-            text,
-            raw,
-            parse_mode,
-            entities,
-            markup,
-            time.time(),
-            reply_to=reply_to,
-            media={"photo": sizes},
-            sender=bot.user_dict(),
-        )
-        chat.messages.append(msg)
-        self._clear_draft(chat)
-        return chat.message_dict(msg)
+        return self._post(bot, chat, params, (raw, text, entities, parse_mode), markup,
+                          media={"photo": sizes})
 
     def _store_photo(self, upload: dict[str, Any]) -> list[dict[str, Any]]:
         content = upload["content"]

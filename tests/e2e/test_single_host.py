@@ -50,9 +50,10 @@ async def test_three_prompts_run_at_the_same_time_on_three_workers(world: World)
         # They overlapped: each started before any of them finished.
         first_done = min(t.completed_at for t in tasks if t.completed_at)
         assert all(t.started_at and t.started_at < first_done for t in tasks)
+        # The outcome is recorded first; the final message is delivered after (no tail).
         for n, task in zip((1, 2, 3), sorted(tasks, key=lambda t: t.worker or ""), strict=True):
-            texts = world.ada.bot_texts(worker_bot(n))
-            assert any(task.id in text and task.title in text for text in texts), texts
+            final = await world.ada.wait_for_text(worker_bot(n), f"✅ {task.id} done")
+            assert task.title in final.text
 
 
 async def test_pinned_prompt_runs_on_that_worker_and_starts_it_if_stopped(world: World) -> None:
@@ -63,7 +64,7 @@ async def test_pinned_prompt_runs_on_that_worker_and_starts_it_if_stopped(world:
         assert "worker2 is stopped; starting it" in receipt.text
         task = await wait_task(fleet, task_id_in(receipt.text), TaskState.COMPLETED, timeout=15)
         assert task.worker == "worker2" and task.pinned_worker == "worker2"
-        assert any(task.id in t for t in world.ada.bot_texts(worker_bot(2)))
+        await world.ada.wait_for_text(worker_bot(2), f"✅ {task.id} done")
         assert not any(task.id in t for t in world.ada.bot_texts(worker_bot(1)))
 
 

@@ -910,20 +910,27 @@ class _Chat:
         )
 
     def message_dict(self, msg: _Message, *, with_reply: bool = True) -> dict[str, Any]:
-        out: dict[str, Any] = {
-            "message_id": msg.message_id,
-            "from": self.bot.user_dict() if msg.from_bot else self.user.user_dict(),
-            "chat": self.user.chat_dict(),
-            "date": int(msg.date),
-        }
-        if msg.edit_date is not None:
-            out["edit_date"] = int(msg.edit_date)
-        _put_content(out, msg)
-        if msg.reply_markup and "inline_keyboard" in msg.reply_markup:
-            out["reply_markup"] = copy.deepcopy(msg.reply_markup)
-        if with_reply and msg.reply_to is not None and (replied := self.find(msg.reply_to)):
-            out["reply_to_message"] = self.message_dict(replied, with_reply=False)
-        return out
+        return _message_dict(msg, self._sender, self.user.chat_dict(), self.find, with_reply)
+
+    def _sender(self, msg: _Message) -> dict[str, Any]:
+        return self.bot.user_dict() if msg.from_bot else self.user.user_dict()
+
+
+def _message_dict(msg: _Message, sender: Callable[[_Message], dict[str, Any] | None],
+                  chat: dict[str, Any], find: Callable[[Any], _Message | None],
+                  with_reply: bool) -> dict[str, Any]:
+    """A Message object (https://core.telegram.org/bots/api#message) as a chat sends it: a
+    replied-to message is included once, without its own reply."""
+    out: dict[str, Any] = {"message_id": msg.message_id, "from": sender(msg), "chat": chat,
+                           "date": int(msg.date)}
+    if msg.edit_date is not None:
+        out["edit_date"] = int(msg.edit_date)
+    _put_content(out, msg)
+    if msg.reply_markup and "inline_keyboard" in msg.reply_markup:
+        out["reply_markup"] = copy.deepcopy(msg.reply_markup)
+    if with_reply and msg.reply_to is not None and (replied := find(msg.reply_to)):
+        out["reply_to_message"] = _message_dict(replied, sender, chat, find, False)
+    return out
 
 
 def _put_content(out: dict[str, Any], msg: _Message) -> None:
@@ -973,20 +980,8 @@ class _GroupChat:
         )
 
     def message_dict(self, msg: _Message, *, with_reply: bool = True) -> dict[str, Any]:
-        out: dict[str, Any] = {
-            "message_id": msg.message_id,
-            "from": copy.deepcopy(msg.sender),
-            "chat": self.chat_dict(),
-            "date": int(msg.date),
-        }
-        if msg.edit_date is not None:
-            out["edit_date"] = int(msg.edit_date)
-        _put_content(out, msg)
-        if msg.reply_markup and "inline_keyboard" in msg.reply_markup:
-            out["reply_markup"] = copy.deepcopy(msg.reply_markup)
-        if with_reply and msg.reply_to is not None and (replied := self.find(msg.reply_to)):
-            out["reply_to_message"] = self.message_dict(replied, with_reply=False)
-        return out
+        return _message_dict(msg, lambda m: copy.deepcopy(m.sender), self.chat_dict(),
+                             self.find, with_reply)
 
     def sees(self, bot: _Bot, msg: _Message) -> bool:
         """Whether a member bot gets the message as an update. Privacy mode (on by default,

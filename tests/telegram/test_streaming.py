@@ -8,7 +8,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import itertools
-import random
 from collections import defaultdict
 from collections.abc import AsyncIterator
 
@@ -17,6 +16,7 @@ import telegram
 
 from fleetgram.emulators.telegram_api import ChatMessage, SimUser, TelegramEmulator
 from fleetgram.telegram.streaming import ChatUnavailable, StreamingReply
+from tests.telegram.streaming_text import answer_of, stream
 
 TOKEN = "700001:streaming-test-token"
 BOT = "worker1_bot"
@@ -48,29 +48,6 @@ async def chat(
 
 def bot_messages(user: SimUser) -> list[ChatMessage]:
     return [m for m in user.chat(BOT) if m.from_bot]
-
-
-def answer_of(length: int, seed: int = 1) -> str:
-    """Paragraphs of words, ``length`` characters in all."""
-    rng = random.Random(seed)
-    words = "the fleet of workers answers every task while the master keeps the queue".split()
-    paragraphs: list[str] = []
-    size = 0
-    while size < length:
-        paragraph = " ".join(rng.choice(words) for _ in range(rng.randint(20, 60)))
-        paragraphs.append(paragraph)
-        size += len(paragraph) + 2
-    return "\n\n".join(paragraphs)[:length].rstrip()
-
-
-async def stream(reply: StreamingReply, text: str, *, pause: float = 0.004) -> None:
-    rng = random.Random(len(text))
-    position = 0
-    while position < len(text):
-        step = rng.randint(5, 60)
-        reply.append(text[position : position + step])
-        position += step
-        await asyncio.sleep(pause)
 
 
 def edits_by_message(emu: TelegramEmulator) -> dict[int, list[float]]:

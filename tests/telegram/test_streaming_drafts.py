@@ -7,7 +7,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import itertools
-import random
 from collections.abc import AsyncIterator, Iterator
 
 import pytest
@@ -15,6 +14,7 @@ import telegram
 
 from fleetgram.emulators.telegram_api import THINKING, ChatMessage, SimUser, TelegramEmulator
 from fleetgram.telegram.streaming import StreamingReply, drafts_refused, forget_draft_refusals
+from tests.telegram.streaming_text import answer_of, stream
 
 TOKEN = "700002:drafts-test-token"
 BOT = "drafting_bot"
@@ -63,29 +63,6 @@ def reply_in(bot: telegram.Bot, chat_id: int = USER_ID, **options: object) -> St
 
 def bot_messages(user: SimUser) -> list[ChatMessage]:
     return [m for m in user.chat(BOT) if m.from_bot]
-
-
-def answer_of(length: int, seed: int = 1) -> str:
-    """Paragraphs of words, ``length`` characters in all."""
-    rng = random.Random(seed)
-    words = "the fleet of workers answers every task while the master keeps the queue".split()
-    paragraphs: list[str] = []
-    size = 0
-    while size < length:
-        paragraph = " ".join(rng.choice(words) for _ in range(rng.randint(20, 60)))
-        paragraphs.append(paragraph)
-        size += len(paragraph) + 2
-    return "\n\n".join(paragraphs)[:length].rstrip()
-
-
-async def stream(reply: StreamingReply, text: str, *, pause: float = 0.004) -> None:
-    rng = random.Random(len(text))
-    position = 0
-    while position < len(text):
-        step = rng.randint(5, 60)
-        reply.append(text[position : position + step])
-        position += step
-        await asyncio.sleep(pause)
 
 
 # ----------------------------------------------------------------------------- private chats

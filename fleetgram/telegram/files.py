@@ -36,6 +36,7 @@ from telegram import InputFile
 from telegram.error import BadRequest, RetryAfter, TelegramError
 
 from fleetgram.telegram.delivery import retry_after_seconds
+from fleetgram.telegram.retrying import read_retrying
 
 log = logging.getLogger(__name__)
 
@@ -184,8 +185,7 @@ async def download(
     out: list[tuple[str, str | None, bytes]] = []
     for item in files:
         try:
-            remote = await bot.get_file(item.file_id)
-            data = bytes(await remote.download_as_bytearray())
+            data = await read_retrying(lambda file_id=item.file_id: _fetch(bot, file_id))
         except BadRequest as error:
             if "too big" in error.message.lower():
                 raise AttachmentRefused(
@@ -200,6 +200,11 @@ async def download(
             ) from error
         out.append((item.name, item.mime, data))
     return out
+
+
+async def _fetch(bot: telegram.Bot, file_id: str) -> bytes:
+    remote = await bot.get_file(file_id)
+    return bytes(await remote.download_as_bytearray())
 
 
 async def save_files(folder: Path, files: Sequence[tuple[str, str | None, bytes]]) -> list[Path]:

@@ -47,3 +47,25 @@ async def send_retrying(
             return None
         await asyncio.sleep(min(max_wait, max(0.0, verdict.until - loop.time())))
     return None
+
+
+async def read_retrying(
+    read: Callable[[], Awaitable[_T]],
+    *,
+    attempts: int = ATTEMPTS,
+    max_wait: float = MAX_WAIT,
+) -> _T:
+    """`await read()` (a call that changes nothing, such as getFile and the file's download)
+    until it succeeds: a 429 or 5xx is waited out and a lost or malformed answer simply read
+    again, as `send_retrying` decides for sends; any other error, or the last one, is raised."""
+    failures = 0
+    loop = asyncio.get_running_loop()
+    while True:
+        try:
+            return await read()
+        except TelegramError as error:
+            failures += 1
+            verdict = decide(error, failures=failures, html=False, now=loop.time())
+            if failures >= attempts or verdict.action not in (Action.WAIT, Action.AMBIGUOUS):
+                raise
+            await asyncio.sleep(min(max_wait, max(0.0, verdict.until - loop.time())))

@@ -178,3 +178,19 @@ async def test_a_follow_up_keeps_a_placeholder_and_does_not_resend_the_image(
     history = world.claude.requests[-1]["messages"]
     assert history[0]["content"][0]["text"] == (
         f"[image: photo_{sent}.jpg]\n\nwhat colour is the car?")
+
+
+async def test_a_photo_whose_download_meets_a_502_burst_still_becomes_a_task(
+    world: World,
+) -> None:
+    """Telegram's front end answers 502 to getFile for a moment: the download is retried
+    (python-telegram-bot's network retries, then ours) and the task runs with the image."""
+    async with world.fleet(MAX_WORKERS=1) as fleet:
+        await world.open_chats(world.ada, 1)
+        world.telegram.fail_for(MASTER, 1.5, methods=["getFile"])
+        await world.ada.send_photo(MASTER, caption="read the whiteboard")
+        receipt = await world.ada.wait_for_text(MASTER, "🆕", timeout=20)
+        await wait_task(fleet, task_id_in(receipt.text), TaskState.COMPLETED, 20)
+    assert [c for c in world.telegram.calls_to(MASTER, "getFile") if c.status == 502]
+    [block] = media(world)
+    assert block["type"] == "image"

@@ -393,9 +393,11 @@ class MasterBot:
         assert message is not None and message.text is not None and user is not None
         part = Part(message.text, message.message_id, at, stamp)
         replied = message.reply_to_message  # a reply to a task's message: a follow-up
+        from_bot = replied is not None and replied.from_user is not None and \
+            replied.from_user.is_bot
         parent = None if replied is None else await parent_of_reply(
             self.store, message.chat_id, replied.message_id, made_in=TaskSource.MASTER.value,
-            user_id=user.id)
+            user_id=user.id, shown=replied.text if from_bot else None)
         if parent is not None:
             await self._queue_prompt(user.id, message.chat_id, [part], parent=parent)
             return

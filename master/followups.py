@@ -20,6 +20,7 @@ Choices:
 from __future__ import annotations
 
 import logging
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 
@@ -70,15 +71,23 @@ def merged_prompt(prompt: str, addition: str) -> str:
     return f"{prompt}\n\n{addition}"
 
 
+_NAMED_TASK = re.compile(r"\bt-[a-z0-9]{5}\b")
+
+
 async def parent_of_reply(
-    store: Store, chat_id: int, replied_to: int, *, made_in: str, user_id: int
+    store: Store, chat_id: int, replied_to: int, *, made_in: str, user_id: int,
+    shown: str | None = None,
 ) -> Task | None:
     """The user's task a reply to message `replied_to` of `chat_id` is about, if any: a
-    message the fleet recorded, else the user's own prompt message. `made_in`: the chat's
-    bot, "master" (TaskSource.MASTER's value) or the worker's slot."""
+    message the fleet recorded, else the user's own prompt message, else the task the bot's
+    message names (`shown`: its text; every receipt and notice names its task, and the reply
+    may come before the message's id is recorded). `made_in`: the chat's bot, "master"
+    (TaskSource.MASTER's value) or the worker's slot."""
     task_id = await store.task_of_message(made_in, chat_id, replied_to)
     task = (await store.get_task(task_id) if task_id is not None
             else await store.find_task_by_message(chat_id, replied_to, made_in=made_in))
+    if task is None and shown and (named := _NAMED_TASK.search(shown)):
+        task = await store.get_task(named.group(0))
     return task if task is not None and task.user_id == user_id else None
 
 

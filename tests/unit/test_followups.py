@@ -49,3 +49,35 @@ def test_the_header_of_a_carried_agent_follow_up_says_the_session_stayed_behind(
 def test_the_carried_text_holds_the_earlier_prompt_and_answer() -> None:
     text = carried_context(task(prompt="name a colour", result="Teal."))
     assert "User: name a colour" in text and "Assistant: Teal." in text
+
+
+class _NothingRecorded:
+    """A store that has not recorded the replied-to message yet (its id is written just after
+    Telegram accepts it), holding one task of user 42."""
+
+    def __init__(self, task: object) -> None:
+        self.task = task
+
+    async def task_of_message(self, *_: object) -> None:
+        return None
+
+    async def find_task_by_message(self, *_: object, **__: object) -> None:
+        return None
+
+    async def get_task(self, task_id: str) -> object | None:
+        return self.task if task_id == getattr(self.task, "id", None) else None
+
+
+async def test_a_reply_to_a_message_not_yet_recorded_finds_the_task_it_names() -> None:
+    from types import SimpleNamespace
+
+    from fleetgram.master.followups import parent_of_reply
+
+    task = SimpleNamespace(id="t-abc12", user_id=42)
+    store = _NothingRecorded(task)
+    shown = "🆕 t-abc12 · priority 5 (normal) · position 1 of 1\nwrite the notes"
+    assert await parent_of_reply(store, 42, 7, made_in="master", user_id=42,  # type: ignore[arg-type]
+                                 shown=shown) is task
+    assert await parent_of_reply(store, 42, 7, made_in="master", user_id=99,  # type: ignore[arg-type]
+                                 shown=shown) is None  # another user's task: not theirs
+    assert await parent_of_reply(store, 42, 7, made_in="master", user_id=42) is None  # type: ignore[arg-type]

@@ -94,6 +94,9 @@ class FleetView:
     # Stopped slots someone wrote to (their messages wait at Telegram): started like the
     # worker of a pinned task.
     wanted: frozenset[str] = frozenset()
+    # Stopped slots just added with /addworker: started when the fleet has room (never by
+    # stopping another worker, nobody is waiting for them yet).
+    fresh: frozenset[str] = frozenset()
 
     @property
     def any_pending(self) -> bool:
@@ -146,6 +149,10 @@ def decide_scaling(view: FleetView, settings: ScalingSettings) -> ScaleDecision:
             return ScaleDecision(
                 ScaleAction.STOP, victim, f"making room for {slot} ({why})"
             )
+
+    for slot in sorted(view.fresh, key=slot_index):
+        if states.get(slot) == WorkerState.STOPPED and len(active) < settings.max_workers:
+            return ScaleDecision(ScaleAction.START, slot, f"{slot} was just added (/addworker)")
 
     if len(active) < min(settings.min_workers, usable) and stopped:
         return ScaleDecision(

@@ -7,9 +7,12 @@ pre-filled bot creation screen; once they confirm, the master receives the servi
 update, https://core.telegram.org/bots/api#managedbotupdated, arrives too and is not needed),
 fetches the new bot's token with getManagedBotToken
 (https://core.telegram.org/bots/api#getmanagedbottoken), stores it encrypted
-(fleetgram/tokens.py) and adds a slot to the fleet. The button only works for a master whose
-owner turned on bot management in the @BotFather Mini App (getMe: can_manage_bots); Telegram
-refuses it otherwise.
+(fleetgram/tokens.py) and adds a slot to the fleet. On Kubernetes the slot is the first free
+one of the WorkerPool's spare slots (`spec.spareSlots`, reserved by the chart's
+`addWorker.spareSlots`); the operator, which shares the database and the key, writes the
+token's Secret and starts the worker (operator/added.py): the master writes no Secret.
+The button only works for a master whose owner turned on bot management in the @BotFather
+Mini App (getMe: can_manage_bots); Telegram refuses it otherwise.
 
 python-telegram-bot 22.8 has the types and methods (KeyboardButtonRequestManagedBot,
 Message.managed_bot_created, Bot.get_managed_bot_token), so no raw API call is needed.
@@ -35,6 +38,7 @@ from telegram.ext import CommandHandler, ContextTypes, MessageHandler, filters
 from fleetgram import tokens
 from fleetgram.config import Mode, Settings
 from fleetgram.store.base import Store
+from fleetgram.telegram.retrying import read_retrying
 
 log = logging.getLogger(__name__)
 
@@ -47,6 +51,22 @@ BOTFATHER_SETTING = ("turn on Bot Management Mode for this bot in the @BotFather
 def not_configured() -> str:
     return (f"/addworker is not configured: set {tokens.KEY_SETTING} (it encrypts the new bots' "
             f"tokens at rest) and restart. Generate a key with:\n{tokens.GENERATE_KEY}")
+
+
+def cluster_not_configured() -> str:
+    return ("/addworker is not configured: set addWorker.encryptionKey and addWorker.spareSlots "
+            f"in the chart's values ({tokens.KEY_SETTING} of the master and the operator) and "
+            f"run helm upgrade. Generate a key with:\n{tokens.GENERATE_KEY}")
+
+
+def no_spare_slot() -> str:
+    return ("no worker slot is free for /addworker: the chart reserves addWorker.spareSlots "
+            "of them (all are taken, or none is reserved); raise it in the chart's values and "
+            "run helm upgrade.")
+
+
+class NoSpareSlot(Exception):
+    """Kubernetes: the pool's spare slots were all taken meanwhile."""
 
 
 def refused_by_telegram(master: str) -> str:
@@ -91,16 +111,13 @@ class Onboarding:
         if not self._may_add(user.id):
             await message.reply_text("Only the fleet's admins (ADMIN_USER_IDS) can add workers.")
             return
-        if self.settings.mode == Mode.KUBERNETES:
-            # The master may not write Secrets; the operator would have to (see the README).
-            await message.reply_text("/addworker works on a single host only for now; on "
-                                     "Kubernetes add the bot's token Secret to the WorkerPool.")
-            return
-        if not self.settings.token_encryption_key:
-            await message.reply_text(not_configured())
+        problem = await self._setup_problem()
+        if problem is not None:
+            await message.reply_text(problem)
             return
         master = context.bot.username
-        slot = tokens.next_slot(self.settings)
+        slot = await self._next_slot()
+        assert slot is not None  # _setup_problem said there is one
         button = KeyboardButton(BUTTON_TEXT, request_managed_bot=KeyboardButtonRequestManagedBot(
             request_id=REQUEST_ID, suggested_name=f"Claude {slot}",
             suggested_username=suggested_username(master, slot)))
@@ -123,23 +140,28 @@ class Onboarding:
         refusal = None
         if not self._may_add(user.id):
             refusal = "only the fleet's admins (ADMIN_USER_IDS) can add workers."
-        elif self.settings.mode == Mode.KUBERNETES:
-            refusal = "/addworker works on a single host only for now."
-        elif not self.settings.token_encryption_key:
-            refusal = not_configured()
+        else:
+            refusal = await self._setup_problem()
         if refusal is not None:
             await message.reply_text(f"@{created.username} was not added to the fleet: "
                                      f"{refusal}", reply_markup=ReplyKeyboardRemove())
             return
         try:
-            token = await context.bot.get_managed_bot_token(user_id=created.id)
+            # A read: a 502 burst, a 429 or a lost answer is read again, never given up at once.
+            token = await read_retrying(
+                lambda: context.bot.get_managed_bot_token(user_id=created.id))
         except TelegramError as exc:
             log.warning("getManagedBotToken failed", extra={"error": type(exc).__name__})
             await message.reply_text(f"@{created.username} was created, but Telegram did not "
                                      "give its token; try /addworker again later.",
                                      reply_markup=ReplyKeyboardRemove())
             return
-        slot = await self._add(token, created.id, created.username or str(created.id))
+        try:
+            slot = await self._add(token, created.id, created.username or str(created.id))
+        except NoSpareSlot:
+            await message.reply_text(f"@{created.username} was not added to the fleet: "
+                                     f"{no_spare_slot()}", reply_markup=ReplyKeyboardRemove())
+            return
         if slot is None:
             await message.reply_text(f"@{created.username} is already in the fleet.",
                                      reply_markup=ReplyKeyboardRemove())
@@ -148,17 +170,45 @@ class Onboarding:
                                  f"chat: t.me/{created.username}",
                                  reply_markup=ReplyKeyboardRemove())
 
+    @property
+    def _cluster(self) -> bool:
+        return self.settings.mode == Mode.KUBERNETES
+
+    async def _next_slot(self) -> str | None:
+        """The slot a bot added now gets; None when Kubernetes has no spare slot left."""
+        if self._cluster:  # the pool's spare slots (fleetgram.kube.added_slots)
+            return await self.store.next_added_slot()  # type: ignore[attr-defined,no-any-return]
+        return tokens.next_slot(self.settings)
+
+    async def _setup_problem(self) -> str | None:
+        """Why /addworker cannot add a bot now (None: it can)."""
+        if not self.settings.token_encryption_key:
+            return cluster_not_configured() if self._cluster else not_configured()
+        if self._cluster and await self._next_slot() is None:
+            return no_spare_slot()
+        return None
+
     async def _add(self, token: str, bot_id: int, username: str) -> str | None:
-        """Store the token encrypted, add its slot, and start its worker if MAX_WORKERS
-        allows (otherwise the orchestrator starts it when it is wanted)."""
+        """Store the token encrypted and add its slot. On a single host the worker starts
+        here if MAX_WORKERS allows (otherwise the orchestrator starts it when it is wanted);
+        on Kubernetes the operator writes its Secret and starts it (operator/added.py).
+        None: the bot is in the fleet already."""
         assert self.settings.token_encryption_key
         cipher = tokens.TokenCipher(self.settings.token_encryption_key)
         async with self._lock:
-            if token in self.settings.worker_token_pool:
+            stored = await self.store.managed_tokens()
+            if token in self.settings.worker_token_pool or any(
+                    row.bot_id == bot_id for row in stored):
                 return None
-            slot = tokens.next_slot(self.settings)
+            slot = await self._next_slot()
+            if slot is None:
+                raise NoSpareSlot
             # Stored before it joins the pool: a crash in between loses nothing.
             await self.store.add_managed_token(slot, bot_id, username, cipher.encrypt(token))
+            if self._cluster:
+                log.info("a worker bot's token is stored for the operator",
+                         extra={"worker": slot})
+                return slot
             tokens.join_pool(self.settings, [token])
             await self.store.ensure_slots([slot])
         log.info("a worker bot joined the pool", extra={"worker": slot})

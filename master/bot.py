@@ -83,15 +83,8 @@ from fleetgram.telegram.app import (
     stop_polling,
 )
 from fleetgram.telegram.delivery import MAX_AMBIGUOUS_SENDS, Action, decide
-from fleetgram.telegram.files import (
-    EMPTY_PROMPT,
-    AttachmentRefused,
-    check_incoming,
-    download,
-    incoming_of,
-)
 from fleetgram.telegram.formatting import markdown_to_html
-from fleetgram.telegram.media import ChatMedia
+from fleetgram.telegram.media import ChatMedia, FileMode
 from fleetgram.telegram.splitting import split_for_telegram
 
 log = logging.getLogger(__name__)
@@ -100,7 +93,6 @@ _ACTIVE = [TaskState.ASSIGNED, TaskState.RUNNING]
 _PENDING = [TaskState.PENDING]
 
 GROUP_REFUSAL = "I work in private chats; write to me directly."
-UNSUPPORTED = "I could not read a file in that message; send it again, or as text."
 ID_ATTEMPTS = 3  # fresh task ids tried when one is already taken
 NOT_QUEUED = (
     "⚠️ I could not save that prompt: the database did not accept it. Nothing was queued; "
@@ -180,13 +172,12 @@ class MasterBot:
         add(CallbackQueryHandler(self._on_unknown_button))
         add(MessageHandler(only_new & filters.TEXT & ~filters.COMMAND, self._on_text))
         add(MessageHandler(only_new & filters.COMMAND, self._on_unknown_command))
-        if settings.worker_engine == EngineKind.AGENT:  # the agent reads them in its workspace
-            add(MessageHandler(only_new & (filters.PHOTO | filters.Document.ALL),
-                               self._on_files))
-        # Chat mode: photos, documents and albums become tasks; both modes: voice notes, and
-        # one-line answers to stickers and videos (fleetgram.telegram.media).
+        # Photos, documents and albums become tasks (agent mode: their files go into the
+        # workspace), voice notes too; stickers and videos get one line
+        # (fleetgram.telegram.media).
+        agent = settings.worker_engine == EngineKind.AGENT
         self.media = ChatMedia(settings, submit=self._queue_media, reply=self._reply_to,
-                               files=settings.worker_engine != EngineKind.AGENT)
+                               files=FileMode.WORKSPACE if agent else FileMode.CLAUDE)
         add(MessageHandler(only_new, self.media.handle))
 
     async def start(self) -> None:
@@ -384,7 +375,8 @@ class MasterBot:
         assert message is not None and message.text is not None and user is not None
         words = message.text.split(maxsplit=1)
         part = Part(words[1] if len(words) > 1 else "", message.message_id, at, stamp)
-        await self._queue_prompt(user.id, message.chat_id, [part], priority=1)
+        parent = await self._parent_of(message, user.id)
+        await self._queue_prompt(user.id, message.chat_id, [part], priority=1, parent=parent)
 
     async def _on_text(self, update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
         # The stamp first, before anything is awaited: it fixes this prompt's place in line.
@@ -392,43 +384,29 @@ class MasterBot:
         message, user = update.effective_message, update.effective_user
         assert message is not None and message.text is not None and user is not None
         part = Part(message.text, message.message_id, at, stamp)
-        replied = message.reply_to_message  # a reply to a task's message: a follow-up
-        from_bot = replied is not None and replied.from_user is not None and \
-            replied.from_user.is_bot
-        parent = None if replied is None else await parent_of_reply(
-            self.store, message.chat_id, replied.message_id, made_in=TaskSource.MASTER.value,
-            user_id=user.id, shown=replied.text if from_bot else None)
+        parent = await self._parent_of(message, user.id)
         if parent is not None:
             await self._queue_prompt(user.id, message.chat_id, [part], parent=parent)
             return
         await self._take_part(user.id, message.chat_id, part)
 
-    async def _on_files(self, update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
-        """A photo or document with a caption (agent mode): the caption is the prompt (with
-        its @worker and !priority), the files go with the task into the worker's workspace."""
-        stamp, at = self._stamp(), _monotonic()
-        message, user = update.effective_message, update.effective_user
-        assert message is not None and user is not None
-        incoming = incoming_of(message)
-        if not incoming:
-            await self._say(message.chat_id, UNSUPPORTED)
-            return
-        try:
-            check_incoming(incoming)
-            files = await download(message.get_bot(), incoming)
-        except AttachmentRefused as refused:
-            await self._say(message.chat_id, str(refused))
-            return
-        text = (message.caption or "").strip() or EMPTY_PROMPT
-        await self._queue_prompt(
-            user.id, message.chat_id, [Part(text, message.message_id, at, stamp)],
-            files=[Attachment(name, mime, data) for name, mime, data in files])
+    async def _parent_of(self, message: Message, user_id: int) -> Task | None:
+        """The task a message replies to (a text, a command, media): it is a follow-up."""
+        replied = message.reply_to_message
+        if replied is None:
+            return None
+        from_bot = replied.from_user is not None and replied.from_user.is_bot
+        return await parent_of_reply(
+            self.store, message.chat_id, replied.message_id, made_in=TaskSource.MASTER.value,
+            user_id=user_id, shown=(replied.text or replied.caption) if from_bot else None)
 
     async def _queue_media(self, message: Message, user_id: int, text: str,
                            files: Sequence[Attachment]) -> None:
-        """A prompt made of media (a caption and files, a transcript): queued like text."""
+        """A prompt made of media (a caption and files, a transcript): queued like text, a
+        follow-up when it replies to a task's message."""
         part = Part(text, message.message_id, _monotonic(), self._stamp())
-        await self._queue_prompt(user_id, message.chat_id, [part], files=files)
+        parent = await self._parent_of(message, user_id)
+        await self._queue_prompt(user_id, message.chat_id, [part], files=files, parent=parent)
 
     async def _reply_to(self, message: Message, text: str) -> None:
         await self._say(message.chat_id, text)
@@ -561,9 +539,10 @@ class MasterBot:
             return
         note = ""
         if parent is not None:  # a reply: where the follow-up runs (master/followups.py)
-            plan = await resolve_follow_up(self.store, parent, states, request.prompt)
+            plan = await resolve_follow_up(self.store, parent, states, request.prompt,
+                                           files=files)
             if plan.merge:
-                await self._say(chat_id, merged_note(parent))
+                await self._say(chat_id, merged_note(parent, files=len(files)))
                 return
             note = plan.note
             if not request.pinned_worker and plan.pinned_worker:

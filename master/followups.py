@@ -7,9 +7,12 @@ conversation (`open_follow_up`): its own one again, or a copy of the other worke
 
 Choices:
 - a follow-up of a task still pending is not a new task: the reply is added to the pending
-  prompt (the same run answers both; a reply that loses the race to the claim becomes a
-  follow-up of the running task, like any other);
+  prompt, its files (a photo, an album, a document) to the task's (the same run answers both;
+  a reply that loses the race to the claim becomes a follow-up of the running task, like any
+  other);
 - a follow-up of a running task waits for it on the same worker (pinned);
+- a reply is a follow-up whatever it carries: text, a command that queues a prompt (/urgent),
+  a photo, an album, a document, a voice note (its transcript);
 - a follow-up of a finished task runs on the same worker when it is idle, otherwise on any
   worker, with the conversation carried over;
 - agent mode keeps its Claude Code session in the worker's workspace: it can't move, so a
@@ -21,10 +24,10 @@ from __future__ import annotations
 
 import logging
 import re
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
-from fleetgram.domain import Task, TaskState, WorkerState
+from fleetgram.domain import Attachment, Task, TaskState, WorkerState
 from fleetgram.store.base import Store
 
 log = logging.getLogger(__name__)
@@ -164,21 +167,32 @@ async def link_reply(
     return parent
 
 
-def merged_note(parent: Task) -> str:
-    return (f"✏️ {parent.id} has not started yet: your reply was added to its prompt, so it "
-            f"answers both.")
+def merged_note(parent: Task, *, files: int = 0) -> str:
+    what = ("your reply was added to its prompt" if not files else
+            f"your reply and its {'file was' if files == 1 else f'{files} files were'} added "
+            "to it")
+    return f"✏️ {parent.id} has not started yet: {what}, so it answers both."
 
 
 async def resolve_follow_up(
-    store: Store, parent: Task, states: Mapping[str, WorkerState], prompt: str
+    store: Store, parent: Task, states: Mapping[str, WorkerState], prompt: str,
+    *, files: Sequence[Attachment] = (),
 ) -> Plan:
     """The plan for a reply to `parent`; a merge into the pending parent is done here (and
-    reported as `Plan.merge`). A parent claimed meanwhile is planned again as running."""
+    reported as `Plan.merge`), the reply's `files` included. A parent claimed meanwhile is
+    planned again as running (the caller then stores the files with the new task)."""
+    added = False
     for _ in range(2):
         found = await store.conversation_of_task(parent.id)
         plan = plan_follow_up(parent, found[1] if found else None, states)
         if not plan.merge:
             return plan
+        if files and not added:
+            # Before the prompt: a worker that claims the parent once its prompt names the
+            # reply finds the files too. (Lost to a claim in between, they are extra files
+            # of the parent's run; the follow-up gets its own copy.)
+            await store.add_attachments(parent.id, files)
+            added = True
         merged = merged_prompt(parent.prompt, prompt)
         if await store.update_pending_prompt(parent.id, merged, parent.title) is not None:
             return plan

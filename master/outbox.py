@@ -12,6 +12,9 @@ Guarantees (issue 7):
   event is marked delivered and logged as possibly lost or duplicated.
 - A 5xx answer or a failed connection (nothing processed) is retried with backoff, forever.
 - HTML that Telegram refuses is resent as plain text; 403 (blocked) gives up with a log line.
+- When a task ends its receipt loses the Cancel button (editMessageReplyMarkup), after the
+  ending's notice is settled: a 429, a 5xx or a lost answer is tried again as a send would be
+  (at most MAX_BUTTON_TRIES times, held in memory), a 400 or 403 leaves the button be.
 """
 
 from __future__ import annotations
@@ -36,6 +39,10 @@ log = logging.getLogger(__name__)
 
 # Events after which a task can no longer be cancelled (its receipt loses the button).
 ENDINGS = frozenset({"completed", "failed", "cancelled"})
+# Tries at removing one receipt's button before it is left as it is: a stale Cancel button
+# only answers that the task is over, so a long outage need not be outlasted (20 tries of
+# backoff reach about 7 minutes; a 429 waits its retry_after and counts as one try).
+MAX_BUTTON_TRIES = 20
 
 
 @dataclass(frozen=True)
@@ -52,6 +59,16 @@ class Outgoing:
 Compose = Callable[[Event], Awaitable[Sequence[Outgoing] | None]]
 # The private chat an event goes to (None: nowhere).
 Route = Callable[[Event], Awaitable[int | None]]
+
+
+@dataclass(frozen=True)
+class _Unbutton:
+    """A receipt whose Cancel button Telegram did not remove yet (a 429, a 5xx, a lost answer).
+    Kept in memory only: after a restart the button stays, which is harmless."""
+
+    task_id: str
+    tries: int
+    due: float  # the loop's clock
 
 
 class Outbox:
@@ -72,6 +89,7 @@ class Outbox:
         self._failures: dict[int, int] = {}  # event id -> unprocessed failures so far
         self._sent_parts: dict[int, int] = {}  # event id -> messages already accepted
         self._plain: set[tuple[int, int]] = set()  # (event id, part) to send without HTML
+        self._unbuttons: dict[tuple[int, int], _Unbutton] = {}  # (chat, message id) -> retry
         self._wake = asyncio.Event()
         self._ready = False
         self._ready_lock = asyncio.Lock()
@@ -84,6 +102,11 @@ class Outbox:
             if not self._ready:
                 await self.bot.initialize()
                 self._ready = True
+
+    @property
+    def buttons_to_retry(self) -> int:
+        """Receipts whose Cancel button is to be removed again later (tests, debugging)."""
+        return len(self._unbuttons)
 
     def wake(self) -> None:
         """Something was written to the outbox: look now rather than at the next poll."""
@@ -119,7 +142,8 @@ class Outbox:
 
     def _idle_wait(self) -> float:
         now = self.clock()
-        soonest = min((t for t in self._blocked_until.values() if t > now), default=None)
+        times = [*self._blocked_until.values(), *(u.due for u in self._unbuttons.values())]
+        soonest = min((t for t in times if t > now), default=None)
         wait = self.poll_interval if soonest is None else min(self.poll_interval, soonest - now)
         return max(0.01, wait)
 
@@ -137,7 +161,7 @@ class Outbox:
             for chat, chat_events in by_chat.items()
             if chat is None or self._blocked_until.get(chat, 0.0) <= now
         ]
-        settled = await asyncio.gather(*runs)
+        settled, _ = await asyncio.gather(asyncio.gather(*runs), self._retry_unbuttons())
         return any(settled)
 
     async def _deliver_chat(self, chat: int | None, events: list[Event]) -> bool:
@@ -235,13 +259,38 @@ class Outbox:
                 "task_id": task_id, "error": type(exc).__name__})
             return
         for chat, message_id in receipts:
-            try:
-                await self.bot.edit_message_reply_markup(chat, message_id, reply_markup=None)
-            except asyncio.CancelledError:
-                raise
-            except Exception as exc:  # already gone, or Telegram is out: the button stays
-                log.info("receipt button not removed", extra={
-                    "task_id": task_id, "error": type(exc).__name__})
+            await self._unbutton(chat, message_id, task_id, tries=0)
+
+    async def _retry_unbuttons(self) -> None:
+        """Try again the buttons whose time has come (not in a chat waiting out a 429)."""
+        now = self.clock()
+        for (chat, message_id), pending in list(self._unbuttons.items()):
+            if pending.due <= now and self._blocked_until.get(chat, 0.0) <= now:
+                await self._unbutton(chat, message_id, pending.task_id, pending.tries)
+
+    async def _unbutton(self, chat: int, message_id: int, task_id: str, tries: int) -> None:
+        """One editMessageReplyMarkup; decided as a send is: a 429, a 5xx or a lost answer is
+        tried again later (an edit is safe to repeat), a refusal (400: not modified or the
+        message deleted, 403) leaves the button be."""
+        error: BaseException | None = None
+        try:
+            await self.bot.edit_message_reply_markup(chat, message_id, reply_markup=None)
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:
+            error = exc
+        self._unbuttons.pop((chat, message_id), None)
+        tries += 1
+        verdict = decide(error, failures=tries, html=False, now=self.clock())
+        extra = {"task_id": task_id, "chat_id": chat, "tries": tries,
+                 "error": type(error).__name__, "reason": verdict.reason[:200]}
+        if verdict.action == Action.DELIVERED or "not modified" in verdict.reason:
+            return  # gone (a "not modified": an earlier try whose answer was lost removed it)
+        if verdict.action in (Action.WAIT, Action.AMBIGUOUS) and tries < MAX_BUTTON_TRIES:
+            self._unbuttons[(chat, message_id)] = _Unbutton(task_id, tries, verdict.until)
+            log.info("receipt button not removed yet; trying again", extra=extra)
+            return
+        log.info("receipt button not removed", extra=extra)
 
     async def _settle(self, event: Event) -> None:
         await self.store.mark_event_delivered(event.id)

@@ -18,21 +18,25 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import logging
 import time
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Awaitable, Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, Protocol
 
 from fleetgram import metrics
 from fleetgram.domain import utcnow
+from fleetgram.kube.added_slots import with_added_slots
 from fleetgram.kube.objects import (
     ANNOTATION_RESERVED_AT,
     ANNOTATION_RESERVED_TASK,
     LABEL_POOL,
+    LABEL_SLOT,
     labels_for,
 )
+from fleetgram.operator.added import AddedWorkers
 from fleetgram.operator.kubeapi import (
     Conflict,
     Forbidden,
@@ -80,6 +84,11 @@ class Snapshot:
 BATCH_WINDOW = 0.02  # after a poke: the rest of a burst of watch events joins the round
 DEADLINE_MARGIN = 0.05  # past a deadline, so that the plan sees it passed
 MIN_PAUSE = 0.05
+# The workers' wake signal (a NOTIFY through the database): a round waits this long for it at
+# most; one still under way finishes in the background, given up after WAKE_GIVE_UP_S (a
+# connection to a host that never answers has no timeout of its own).
+WAKE_WAIT_S = 1.0
+WAKE_GIVE_UP_S = 30.0
 
 
 class Source(Protocol):
@@ -305,11 +314,13 @@ class Reconciler:
         notify: NotifyFn | None = None,
         wakeup: PoolWakeup | None = None,
         source: Source | None = None,
+        added: AddedWorkers | None = None,
     ) -> None:
         self.source: Source = source or ListingSource(api)
         self._tracked = TrackedApi(api, self.source)
         self.api: KubeApi = self._tracked
         self.wakeup = wakeup
+        self.added = added  # /addworker's slots (None: only spec.tokenSecrets)
         self.outbox: Outbox = outbox or NullOutbox()
         self.config = config or OperatorConfig()
         self.clock = clock
@@ -318,8 +329,17 @@ class Reconciler:
         self._locks: dict[tuple[str, str], asyncio.Lock] = {}
         self._wakes: dict[tuple[str, str], asyncio.Event] = {}
         self._deadlines: dict[tuple[str, str], datetime | None] = {}
+        self.wake_wait, self.wake_give_up = WAKE_WAIT_S, WAKE_GIVE_UP_S
+        self._waking: asyncio.Task[None] | None = None
+        self._wake_failing = False  # logged once per outage, not once per round
 
     async def close(self) -> None:
+        if self._waking is not None:
+            self._waking.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._waking
+        if self.added is not None:
+            await self.added.close()  # before the store its read uses
         close = getattr(self.outbox, "close", None)
         if close is not None:
             await close()
@@ -356,6 +376,8 @@ class Reconciler:
             if snap is None:
                 return None
             memory = self.memory(namespace, name)
+            if self.added is not None:
+                snap = await self._with_added_slots(snap, memory)
             the_plan = plan(snap.pool, snap.tasks, snap.deployments, snap.leases, self.clock(),
                             memory, self.config, claim_unlabelled=snap.claim_unlabelled)
             out = await self.execute(the_plan, snap.pool, memory)
@@ -372,6 +394,30 @@ class Reconciler:
                 snap.pool, snap.tasks, snap.deployments, snap.leases, self.clock(), memory,
                 self.config, claim_unlabelled=snap.claim_unlabelled)
             return out
+
+    async def _with_added_slots(self, snap: Snapshot, memory: Memory) -> Snapshot:
+        """The snapshot with the pool's slots added from Telegram (operator/added.py)."""
+        assert self.added is not None
+        pool = snap.pool
+
+        def post(notice: Notice) -> None:
+            if self.notify is not None:
+                try:
+                    self.notify(pool, notice)
+                except Exception:
+                    log.exception("could not post an event on the pool")
+
+        running = await self.added.slots(pool, post)
+        # A spare slot that has a Deployment was added before (this operator before a
+        # restart): it stays in the pool even while the database cannot be read, or its
+        # worker would be removed as an orphan.
+        meta = pool["metadata"]
+        for dep in snap.deployments:
+            labels = (dep.get("metadata") or {}).get("labels") or {}
+            if labels.get(LABEL_POOL) == meta["name"] and labels.get(LABEL_SLOT):
+                running.add(str(labels[LABEL_SLOT]))
+        memory.fresh |= self.added.take_fresh(meta.get("namespace") or "default", meta["name"])
+        return dataclasses.replace(snap, pool=with_added_slots(pool, running))
 
     def pause(self, namespace: str, name: str) -> float:
         """Seconds until the pool's next timed round: its plan's next deadline, the wake-up
@@ -471,11 +517,7 @@ class Reconciler:
         if out.assigned and signal is not None:
             # After the labels the workers' claim selects by: they look at once, not on
             # their next poll (which stays the backstop when this fails).
-            try:
-                await signal()
-            except Exception:
-                log.warning("could not wake the workers; they find the tasks on their poll",
-                            exc_info=True)
+            await self._wake_workers(signal)
         for relabel in the_plan.relabels:
             try:
                 await self.api.merge_patch(bottasks_path(ns, relabel.task), {"metadata": {
@@ -501,6 +543,9 @@ class Reconciler:
         memory.quiet_since = the_plan.quiet_since
         memory.orphans_seen = the_plan.orphans_seen
         memory.wanted -= {c.slot for c in the_plan.creates}  # started: no longer waiting
+        if the_plan.decision.action != ScaleAction.START:
+            memory.fresh.clear()  # no room (or nothing to start): they start when wanted
+        memory.fresh -= {c.slot for c in the_plan.creates}
         if the_plan.last_scale is not None:
             memory.last_scale = the_plan.last_scale
         if applied(the_plan, out):
@@ -513,6 +558,34 @@ class Reconciler:
                 except Exception:
                     log.exception("could not post an event on the pool")
         return out
+
+    async def _wake_workers(self, signal: Callable[[], Awaitable[None]]) -> None:
+        """Signal the workers, waiting `wake_wait` at most: the assignments are written
+        already, so a database that is down or hangs must not hold up the round. One signal
+        at a time: while one hangs, later rounds leave the workers to their poll."""
+        if self._waking is not None and not self._waking.done():
+            log.debug("the last wake signal is still under way; none sent this round")
+            return
+        self._waking = asyncio.create_task(self._signal(signal), name="wake-workers")
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(asyncio.shield(self._waking), self.wake_wait)
+
+    async def _signal(self, signal: Callable[[], Awaitable[None]]) -> None:
+        try:
+            await asyncio.wait_for(signal(), self.wake_give_up)
+        except Exception as exc:
+            # The error's type only: a connection error may quote the URL.
+            extra = {"error": type(exc).__name__}
+            if self._wake_failing:
+                log.debug("the workers' wake signal still fails", extra=extra)
+            else:
+                log.warning("could not wake the workers; they find their tasks on their poll "
+                            "until the database answers again", extra=extra)
+            self._wake_failing = True
+            return
+        if self._wake_failing:
+            self._wake_failing = False
+            log.info("the workers' wake signal works again")
 
     async def _guarded(self, out: Outcome, what: str, step: Any) -> None:
         try:

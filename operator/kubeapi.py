@@ -74,7 +74,7 @@ def leases_path(namespace: str, name: str | None = None) -> str:
     return _path("/apis/coordination.k8s.io/v1", namespace, "leases", name, None)
 
 
-def secrets_path(namespace: str, name: str) -> str:
+def secrets_path(namespace: str, name: str | None = None) -> str:
     return _path("/api/v1", namespace, "secrets", name, None)
 
 

@@ -21,6 +21,7 @@ from collections.abc import Mapping
 import kopf
 
 from fleetgram.config import Settings
+from fleetgram.operator.added import AddedWorkers
 from fleetgram.operator.executor import Reconciler
 from fleetgram.operator.handlers import post_notice, register
 from fleetgram.operator.kubeapi import KubeApi, KubernetesApi
@@ -64,10 +65,15 @@ def build_registry(
     outbox: Outbox | None = None,
     config: OperatorConfig | None = None,
     wakeup: PoolWakeup | None = None,
+    token_key: str | None = None,
 ) -> tuple[kopf.OperatorRegistry, Reconciler]:
-    """A registry holding the operator's handlers, and the Reconciler they call."""
+    """A registry holding the operator's handlers, and the Reconciler they call. With a
+    database outbox, the worker bots added with /addworker join their pools' spare slots
+    (`token_key`: TOKEN_ENCRYPTION_KEY, which their stored tokens are encrypted with)."""
     registry = kopf.OperatorRegistry()
     reconciler = Reconciler(api, outbox, config, notify=post_notice, wakeup=wakeup)
+    if isinstance(outbox, StoreOutbox):
+        reconciler.added = AddedWorkers(api, outbox, token_key, poke=reconciler.poke)
     register(registry, reconciler)
     return registry, reconciler
 
@@ -84,7 +90,7 @@ def run_operator(settings: Settings, *, liveness: bool = True) -> int:
     wakeup = PoolWakeup(api, BotPeeker(settings.telegram_base_url, settings.telegram_file_url),
                         settings.allowed_user_ids, settings.stopped_worker_poll)
     registry, _ = build_registry(api, outbox=outbox_for(settings), config=config,
-                                 wakeup=wakeup)
+                                 wakeup=wakeup, token_key=settings.token_encryption_key)
     # kopf reports every handler run ("Handler 'task-changed' succeeded.") at INFO: one line
     # per watch event. Its warnings and errors stay; the rounds that change something log
     # their own.

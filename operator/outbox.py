@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Callable
 from typing import Any, Protocol
 
 log = logging.getLogger(__name__)
@@ -62,10 +63,34 @@ class StoreOutbox:
     async def signal_tasks(self) -> None:
         """Wake the workers (Postgres NOTIFY on the shared database): a task was assigned
         through the Kubernetes API, which the workers' store does not see being written."""
+        from psycopg import OperationalError
+        from psycopg_pool import PoolTimeout
+
         from fleetgram.store.signals import Channel
 
         store = await self._opened()
-        await store.signal(Channel.TASKS)
+        try:
+            await store.signal(Channel.TASKS)
+        except PoolTimeout:
+            raise  # no connection to be had: trying again would only wait as long again
+        except OperationalError:
+            # A pooled connection the server closed (a restart, pg_terminate_backend) shows
+            # only once used, and the pool then drops it: once more, on a fresh connection.
+            await store.signal(Channel.TASKS)
+
+    async def managed_tokens(self) -> list[Any]:
+        """The worker tokens the master stored for /addworker (encrypted)."""
+        store = await self._opened()
+        return list(await store.managed_tokens())
+
+    async def watch_added_workers(self, callback: Callable[[], None]) -> None:
+        """Call `callback` when the master stores a token (Postgres LISTEN; each reconnect of
+        the listener calls it too, as something may have been stored meanwhile)."""
+        from fleetgram.store.signals import Channel, signals_of
+
+        signals = signals_of(await self._opened())
+        if signals is not None:
+            signals.subscribe(Channel.WORKERS, callback)
 
     async def close(self) -> None:
         async with self._lock:

@@ -54,8 +54,8 @@ from fleetgram.domain import (
     WorkerSlot,
     WorkerState,
     event_payload,
-    slot_name,
 )
+from fleetgram.kube.added_slots import token_slot_names
 from fleetgram.kube.objects import (
     ANNOTATION_CURRENT_TASK,
     ANNOTATION_RESERVED_AT,
@@ -137,6 +137,8 @@ class Memory:
     orphans_seen: dict[OrphanKey, datetime] = field(default_factory=dict)
     # Stopped slots with an allowed user's message waiting at Telegram (the wake-up watcher's).
     wanted: set[str] = field(default_factory=set)
+    # Slots added with /addworker whose Secret was just written: started if there is room.
+    fresh: set[str] = field(default_factory=set)
 
     def secret_error(self, slot: str, now: datetime, retry: float) -> str | None:
         entry = self.secret_errors.get(slot)
@@ -307,7 +309,7 @@ class PoolSpec:
             lease_seconds=float(spec.get("leaseSeconds", 30)),
             max_attempts=int(spec.get("maxAttempts", 3)),
             finished_ttl=float(spec.get("finishedTaskTTLSeconds", 86400)),
-            slots=tuple(slot_name(i) for i in range(len(spec.get("tokenSecrets") or []))),
+            slots=tuple(token_slot_names(pool)),
         )
 
     @property
@@ -609,8 +611,8 @@ class _Builder:
                 quiet = min(stopped_at, now)
         open_count, pinned = split_pending(pending_tasks)
         wanted = frozenset(self.memory.wanted)
-        decision = decide_scaling(FleetView(states, open_count, pinned, quiet, now, wanted),
-                                  spec.scaling)
+        decision = decide_scaling(FleetView(states, open_count, pinned, quiet, now, wanted,
+                                            frozenset(self.memory.fresh)), spec.scaling)
         self.apply_scaling(decision)
         if decision.action == ScaleAction.STOP and decision.slot is not None:
             quiet = now  # each stop needs a quiet period of its own

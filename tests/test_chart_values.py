@@ -128,6 +128,7 @@ def test_user_ids_that_are_not_whole_positive_numbers_are_refused(tmp_path, ids)
     ('master: {resources: {requets: {cpu: 1}}}', 'requets'),
     ('operator: {securityContext: {readOnlyRootFileSystem: true}}', 'readOnlyRootFileSystem'),
     ('health: {prot: 8081}', 'prot'),
+    ('addWorker: {spareSlot: 2}', 'spareSlot'),
 ])
 def test_an_unknown_key_is_refused_with_a_message_naming_it(tmp_path, text, key):
     with pytest.raises(helm.HelmError) as e:

@@ -9,11 +9,9 @@ import logging
 from typing import TYPE_CHECKING
 
 from telegram import Update
-from telegram.ext import CommandHandler, ContextTypes, MessageHandler, filters
+from telegram.ext import CommandHandler, ContextTypes
 
-from fleetgram.domain import Attachment
 from fleetgram.engines.base import ToolCall
-from fleetgram.telegram.files import AttachmentRefused, check_incoming, download, incoming_of
 
 if TYPE_CHECKING:
     from fleetgram.engines.agent import AgentEngine
@@ -55,8 +53,8 @@ class AgentChat:
         app = worker.app
         app.add_handler(CommandHandler("verbose", self._on_verbose))
         app.add_handler(CommandHandler("diff", self._on_diff))
-        media = filters.UpdateType.MESSAGE & (filters.PHOTO | filters.Document.ALL)
-        app.add_handler(MessageHandler(media & filters.ChatType.PRIVATE, self._on_media))
+        # Photos, documents and albums: the worker's ChatMedia (fleetgram.telegram.media),
+        # which puts the files into the workspace in agent mode.
 
     def verbosity_for(self, user_id: int) -> int:
         return self.verbosity.get(user_id, self.worker.settings.agent_verbose)
@@ -101,22 +99,3 @@ class AgentChat:
         await message.reply_document(
             io.BytesIO(patch.encode()), filename=f"{task_id}.patch",
             caption=f"fleetgram/{task_id} against its base")
-
-    async def _on_media(self, update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
-        message, user = update.effective_message, update.effective_user
-        assert message is not None and user is not None
-        self.worker.note_message(message.chat_id, message.message_id)
-        incoming = incoming_of(message)
-        if not incoming:
-            return
-        try:
-            check_incoming(incoming)
-            files = await download(message.get_bot(), incoming)
-        except AttachmentRefused as refused:
-            await message.reply_text(str(refused))
-            return
-        caption = (message.caption or "").strip()
-        prompt = caption or "Look at the attached file" + ("s." if len(files) > 1 else ".")
-        await self.worker.accept_prompt(
-            message, user.id, prompt,
-            files=[Attachment(name, mime, data) for name, mime, data in files])

@@ -51,7 +51,7 @@ from fleetgram.store.signals import Channel, signals_of
 from fleetgram.telegram.app import build_application, install_allowlist, start_polling, stop_polling
 from fleetgram.telegram.delivery import Decision
 from fleetgram.telegram.files import deliver_file
-from fleetgram.telegram.media import ChatMedia
+from fleetgram.telegram.media import ChatMedia, FileMode
 from fleetgram.telegram.retrying import send_retrying
 from fleetgram.worker.agent_chat import AGENT_COMMANDS, AgentChat, waiting_label
 from fleetgram.worker.approvals import Approvals
@@ -138,18 +138,20 @@ class WorkerBot:
         self.app.add_handler(CommandHandler(["start", "help"], self._on_help))
         self.app.add_handler(CommandHandler("new", self._on_new))
         self.app.add_handler(CommandHandler("stop", self._on_stop))
+        # Photos, documents and albums (agent mode: their files go into the workspace), voice
+        # notes, stickers, videos: see fleetgram.telegram.media. Before the agent's handlers,
+        # so an album is one task in both modes.
+        self.media = ChatMedia(settings, submit=self._accept_media, reply=_reply_text,
+                               files=FileMode.WORKSPACE if self.engine.kind == "agent"
+                               else FileMode.CLAUDE)
+        self.app.add_handler(MessageHandler(
+            new_messages & filters.ChatType.PRIVATE & ~filters.TEXT, self.media.handle))
         self.agent_chat: AgentChat | None = None
         self.approvals: Approvals | None = None
         if self.engine.kind == "agent":
             self.agent_chat = AgentChat(self, self.engine)  # type: ignore[arg-type]
             self.approvals = Approvals(self.app.bot, timeout=settings.approval_timeout)
             self.app.add_handler(self.approvals.handler())
-        # Photos, documents, albums (chat mode), voice notes, stickers, videos: see
-        # fleetgram.telegram.media (agent mode's file handler above comes first).
-        self.media = ChatMedia(settings, submit=self._accept_media, reply=_reply_text,
-                               files=self.engine.kind != "agent")
-        self.app.add_handler(MessageHandler(
-            new_messages & filters.ChatType.PRIVATE & ~filters.TEXT, self.media.handle))
         self.app.add_handler(
             MessageHandler(new_messages & filters.TEXT & ~filters.COMMAND, self._on_text)
         )

@@ -23,7 +23,8 @@ poll waits, 499 when its client went away; ``Call.fault`` names the chaos that h
 ``wait_until_polling``, ``pending_updates``, ``callback_answer``, ``SimUser.send_document``,
 ``send_photo`` / ``send_voice`` / ``send_sticker``, ``edit`` (an ``edited_message`` update),
 ``send_in_group`` (with ``group_messages`` to read the group), ``press_raw`` (callback data no
-button carries) and ``SimUser.block`` go beyond the basics.
+button carries), ``SimUser.delete`` (a message deleted for both sides) and ``SimUser.block`` go
+beyond the basics.
 
 Files: ``sendDocument`` / ``sendPhoto`` (upload or file_id), ``getFile`` and the
 ``/file/bot<token>/<path>`` download route, with the hosted Bot API's limits
@@ -1352,6 +1353,20 @@ class SimUser:
         bot's username."""
         return await self._emu._create_managed_bot(self, bot, name, username, message_id)
 
+    def delete(self, bot: str, message_id: int) -> None:
+        """Delete message ``message_id`` of the chat with ``bot`` for both sides (a private
+        chat offers "Also delete for <bot>" for any message, the bot's own included). It is
+        gone from the chat; the bot is not told (bots hear of deletions in business chats
+        only, https://core.telegram.org/bots/api#update); the bot's edits of it answer 400
+        "Bad Request: message to edit not found", e.g. editMessageReplyMarkup
+        (https://core.telegram.org/bots/api#editmessagereplymarkup)."""
+        chat = self._emu._chat(self._emu._bot(bot), self)
+        msg = chat.find(message_id)
+        if msg is None:
+            raise AssertionError(f"no message #{message_id} in the chat with {bot}")
+        msg.deleted = True
+        chat.bot.log.append(f"{_now():.3f} user {self.user_id} deleted #{message_id}")
+
     def block(self, bot: str) -> None:
         """Block the bot: sends answer 403 "bot was blocked by the user" until the user writes."""
         self._emu._chat(self._emu._bot(bot), self).blocked = True
@@ -2317,6 +2332,10 @@ class TelegramEmulator:
         """The owner's toggle in the @BotFather Mini App that lets ``bot`` manage other bots
         (getMe: can_manage_bots)."""
         self._bot(bot).can_manage_bots = enabled
+
+    def bot_token(self, bot: str) -> str:
+        """The token of ``bot`` (a test checks where a managed bot's token ended up)."""
+        return self._bot(bot).token
 
     def managed_bots(self, bot: str) -> list[str]:
         """Usernames of the bots ``bot`` manages."""

@@ -31,7 +31,8 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
-from fleetgram.domain import Task, TaskSource, TaskState, Usage, WorkerSlot, slot_name
+from fleetgram.domain import Task, TaskSource, TaskState, Usage, WorkerSlot
+from fleetgram.kube.added_slots import token_slot_names
 
 GROUP = "fleetgram.dev"
 VERSION = "v1alpha1"
@@ -367,9 +368,9 @@ def lease_patch(slot: str, lease_seconds: float, fields: dict[str, Any]) -> dict
 
 
 def slot_names_of(pool: dict[str, Any]) -> list[str]:
-    """worker1..workerN: slot i+1 holds the token of spec.tokenSecrets[i]."""
-    secrets = (pool.get("spec") or {}).get("tokenSecrets") or []
-    return [slot_name(i) for i in range(len(secrets))]
+    """worker1..workerN: slot i+1 holds the token of spec.tokenSecrets[i] (then the slots
+    added with /addworker, when `pool` is `added_slots.with_added_slots`'s)."""
+    return token_slot_names(pool)
 
 
 def worker_slot_of(

@@ -27,6 +27,7 @@ from typing import Any
 
 from fleetgram.config import Settings
 from fleetgram.domain import Attachment, Event, Task, TaskState, WorkerSlot
+from fleetgram.kube.added_slots import free_spare_slot, with_added_slots
 from fleetgram.kube.client import Conflict, KubeApiError, KubeClient, NotFound
 from fleetgram.kube.objects import (
     BOTTASKS,
@@ -664,12 +665,28 @@ class ClusterStore:
     async def managed_tokens(self) -> list[Any]:
         return await self.inner.managed_tokens()
 
+    async def _added_slots(self) -> set[str]:
+        return {row.slot for row in await self.inner.managed_tokens()}
+
+    async def next_added_slot(self) -> str | None:
+        """/addworker: the first of the WorkerPool's spare slots that holds no token yet (None
+        when the chart reserves none, or all are taken)."""
+        try:
+            pool = await self.kube.get_object(WORKERPOOLS, self.pool)
+        except NotFound:
+            return None
+        spare = free_spare_slot(pool, await self._added_slots())
+        return spare.slot if spare is not None else None
+
     async def _pool_slot_names(self) -> list[str]:
+        """The pool's slots: spec.tokenSecrets', then those added with /addworker."""
         try:
             pool = await self.kube.get_object(WORKERPOOLS, self.pool)
         except NotFound:
             return self.settings.slot_names
-        return slot_names_of(pool)
+        if not (pool.get("spec") or {}).get("spareSlots"):
+            return slot_names_of(pool)
+        return slot_names_of(with_added_slots(pool, await self._added_slots()))
 
     async def get_slots(self) -> list[WorkerSlot]:
         """worker1..N of the WorkerPool; enabled while the slot's Deployment exists (started_at:

@@ -6,6 +6,8 @@ work: the next poll finds what it would have pointed to.
 
 - TASKS: a task was created or went back to pending: a worker should try to claim.
 - OUTBOX: an event was written: the master should deliver.
+- WORKERS: a worker bot's token was stored (/addworker): on Kubernetes the operator writes
+  its Secret and starts it.
 
 Within one process a store fires its signals itself, just after the writing transaction
 commits (SQLite: `fleetgram up` runs the master and its workers on one store). Across
@@ -41,6 +43,7 @@ log = logging.getLogger(__name__)
 class Channel(StrEnum):
     TASKS = "fleetgram_tasks"
     OUTBOX = "fleetgram_outbox"
+    WORKERS = "fleetgram_workers"
 
 
 Listener = Callable[[], None]

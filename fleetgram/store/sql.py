@@ -757,6 +757,7 @@ class SqlStore(ABC):
                 " VALUES (?, ?, ?, ?, ?)", slot, bot_id, username, bytes(token_encrypted),
                 utcnow(),
             )
+            await tx.notify(Channel.WORKERS)
 
     async def managed_tokens(self) -> list[ManagedToken]:
         async with self._read() as tx:

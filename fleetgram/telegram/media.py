@@ -5,10 +5,14 @@ The decisions are fleetgram.media's (kinds, limits, albums) and fleetgram.transc
 module does the Telegram side: download (getFile), collect an album's parts, transcribe a voice
 note and show the transcript, and hand the prompt with its files to the bot that registered it
 (``submit``): the master queues a task, a worker takes one pinned to itself. The files are
-stored with the task as attachments; the chat engine sends them to Claude as content blocks.
+stored with the task as attachments, in both modes; what differs is where they go
+(``FileMode``): chat mode checks them against Claude's limits and the chat engine sends them as
+content blocks, agent mode takes any file (within Telegram's 20 MB) and the agent engine saves
+it into the worker's workspace. An album is one task in both modes. Voice notes and the answers
+to stickers and videos are the same in both modes.
 
-Agent mode keeps its own file handlers (files go into the workspace); voice notes and the
-answers to stickers and videos are the same in both modes.
+``submit`` gets the album's first part (or the one message): a bot reads its
+``reply_to_message`` to make the task a follow-up (master/followups.py).
 """
 
 from __future__ import annotations
@@ -16,6 +20,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Awaitable, Callable, Sequence
+from enum import StrEnum
 from typing import Any
 
 from telegram import Message, Update
@@ -56,9 +61,17 @@ VIDEO = ("I can't watch videos (Claude reads images, not video): send a screensh
 OTHER = ("I take text, photos, images, PDFs, text files and voice notes; that kind of message "
          "is not something I can use.")
 SILENT = "🎙 I heard no words in that recording; nothing was queued."
+UNREADABLE = "I could not read a file in that message; send it again, or as text."
 
 Submit = Callable[[Message, int, str, Sequence[Attachment]], Awaitable[object]]
 Reply = Callable[[Message, str], Awaitable[object]]
+
+
+class FileMode(StrEnum):
+    """Where the photos and documents of a prompt go."""
+
+    CLAUDE = "claude"  # chat mode: to the Messages API as content blocks, within its limits
+    WORKSPACE = "workspace"  # agent mode: any file, saved into the worker's workspace
 
 
 def transcriber_of(settings: Settings) -> Transcriber | None:
@@ -72,11 +85,11 @@ def transcriber_of(settings: Settings) -> Transcriber | None:
 class ChatMedia:
     """One per bot: ``handle`` is its MessageHandler callback for non-text messages."""
 
-    def __init__(self, settings: Settings, *, submit: Submit, reply: Reply, files: bool,
+    def __init__(self, settings: Settings, *, submit: Submit, reply: Reply, files: FileMode,
                  window: float = ALBUM_WINDOW, transcriber: Transcriber | None = None) -> None:
         self.submit = submit
         self.reply = reply
-        self.files = files  # chat mode: photos and documents go to Claude as content blocks
+        self.files = files
         self.transcriber = transcriber or transcriber_of(settings)
         self._albums = Albums(window)
         self._timers: dict[Any, asyncio.Task[None]] = {}
@@ -96,20 +109,28 @@ class ChatMedia:
         if message is None or message.from_user is None:
             return
         document = message.document
-        if message.voice or message.audio or (
-                document is not None and (document.mime_type or "").startswith("audio/")):
+        if self._is_recording(message):
             await self._take_voice(message)
         elif message.sticker:
             await self.reply(message, STICKER)
         elif message.video or message.video_note or message.animation:
             await self.reply(message, VIDEO)
-        elif (message.photo or document is not None) and self.files:
+        elif message.photo or document is not None:
             if message.media_group_id:
                 self._collect(message)
             else:
                 await self._take_files([message])
         else:
             await self.reply(message, OTHER)
+
+    def _is_recording(self, message: Message) -> bool:
+        """A voice note or an audio file: transcribed. Agent mode keeps an audio file sent as
+        a document a file to work on (it goes into the workspace, as any document)."""
+        if message.voice or message.audio:
+            return True
+        document = message.document
+        return (self.files == FileMode.CLAUDE and document is not None
+                and (document.mime_type or "").startswith("audio/"))
 
     # --- albums --------------------------------------------------------------------------
     def _collect(self, message: Message) -> None:
@@ -142,14 +163,19 @@ class ChatMedia:
         anchor = messages[0]
         assert anchor.from_user is not None
         try:
-            files = await self._prepare(messages)
+            attachments = await self._attachments(messages)
         except (Refused, AttachmentRefused) as refused:
             await self.reply(anchor, str(refused))
             return
         caption = first_caption([m.caption for m in messages])
-        attachments = [Attachment(f.name, f.mime, f.data) for f in files]
-        prompt = caption or ("Look at the attached file" + ("s." if len(files) > 1 else "."))
+        prompt = caption or ("Look at the attached file" + ("s." if len(attachments) > 1
+                                                            else "."))
         await self.submit(anchor, anchor.from_user.id, prompt, attachments)
+
+    async def _attachments(self, messages: Sequence[Message]) -> list[Attachment]:
+        if self.files == FileMode.WORKSPACE:
+            return await _workspace_files(messages)
+        return [Attachment(f.name, f.mime, f.data) for f in await self._prepare(messages)]
 
     async def _prepare(self, messages: Sequence[Message]) -> list[MediaFile]:
         """Check what Telegram announces, download, check what arrived (raises Refused)."""
@@ -191,6 +217,16 @@ class ChatMedia:
         caption = (message.caption or "").strip()
         prompt = f"{caption}\n\n{text}" if caption else text
         await self.submit(message, message.from_user.id, prompt, [])
+
+
+async def _workspace_files(messages: Sequence[Message]) -> list[Attachment]:
+    """Agent mode: every file of the messages as sent (Claude Code reads what it can), within
+    Telegram's 20 MB download limit (raises AttachmentRefused)."""
+    wanted = [item for message in messages for item in incoming_of(message)]
+    if not wanted:
+        raise AttachmentRefused(UNREADABLE)
+    got = await download(messages[0].get_bot(), wanted)
+    return [Attachment(name, mime, data) for name, mime, data in got]
 
 
 def _photo_size(message: Message) -> tuple[int, int] | None:

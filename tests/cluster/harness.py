@@ -177,15 +177,18 @@ class Cluster:
         return self.emu.service_account_kubeconfig(path, NS, service_account)
 
     @contextmanager
-    def operator(self) -> Any:
+    def operator(self, database_url: str | None = None) -> Any:
         """The operator, as its ServiceAccount: its own API client for the reconciler, and a
-        kopf login (preferred over the default one) with the same token."""
+        kopf login (preferred over the default one) with the same token. `database_url`: the
+        database it is given (default: the world's)."""
         account = self.service_accounts["operator"]
         token = self.emu.service_account_token(NS, account)
         path = self.emu.kubeconfig(Path(self._dir.name) / f"{account}-kopf", NS, token=token)
         api = KubernetesApi(kubernetes.config.new_client_from_config(config_file=path))
-        registry, _ = build_registry(api, outbox=StoreOutbox(self.world.database_url),
-                                     config=OperatorConfig(interval=0.3))
+        registry, _ = build_registry(api, outbox=StoreOutbox(database_url
+                                                             or self.world.database_url),
+                                     config=OperatorConfig(interval=0.3),
+                                     token_key=self.env.get("TOKEN_ENCRYPTION_KEY"))
 
         @kopf.on.login(registry=registry)
         def as_service_account(**_: Any) -> kopf.ConnectionInfo:

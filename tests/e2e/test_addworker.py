@@ -134,3 +134,39 @@ async def test_stored_tokens_without_a_key_at_restart_is_a_startup_error(world: 
             pass
     assert failure.value.setting == "TOKEN_ENCRYPTION_KEY"
     assert "is not set" in failure.value.problem
+
+
+async def test_a_502_burst_on_getmanagedbottoken_is_waited_out_and_the_bot_joins(
+    world: World,
+) -> None:
+    async with world.fleet(TOKEN_ENCRYPTION_KEY=KEY) as fleet:
+        world.telegram.fail_for(MASTER, 1.5, methods=["getManagedBotToken"])
+        joined = await add_worker(world)
+        assert f"worker6 (@{NEW_BOT}) joined" in joined
+        assert fleet.settings.token_for("worker6") == world.telegram.bot_token(NEW_BOT)
+    assert [c for c in world.telegram.calls_to(MASTER, "getManagedBotToken") if c.status == 502]
+
+
+async def test_a_lost_getmanagedbottoken_answer_is_read_again(world: World) -> None:
+    async with world.fleet(TOKEN_ENCRYPTION_KEY=KEY) as fleet:
+        world.telegram.lose_reply_next(MASTER, "getManagedBotToken")
+        await add_worker(world)
+        (row,) = await fleet.store.managed_tokens()  # type: ignore[attr-defined]
+        assert row.slot == "worker6"
+    assert len(world.telegram.calls_to(MASTER, "getManagedBotToken")) == 2
+
+
+async def test_when_telegram_never_gives_the_token_the_user_is_told_and_nothing_is_stored(
+    world: World,
+) -> None:
+    async with world.fleet(TOKEN_ENCRYPTION_KEY=KEY) as fleet:
+        world.telegram.set_bot_management(MASTER, True)
+        world.telegram.fail_for(MASTER, 60, methods=["getManagedBotToken"])
+        await world.open_chats(world.ada)
+        await world.ada.send(MASTER, "/addworker")
+        await world.ada.wait_for(MASTER, offers_the_button)
+        await world.ada.create_managed_bot(MASTER, "Ada's helper", NEW_BOT)
+        answer = await world.ada.wait_for_text(MASTER, "did not give its token", timeout=30)
+        assert f"@{NEW_BOT} was created" in answer.text and "/addworker" in answer.text
+        assert await fleet.store.managed_tokens() == []  # type: ignore[attr-defined]
+        assert len(fleet.settings.slot_names) == 5

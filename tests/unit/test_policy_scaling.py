@@ -40,13 +40,15 @@ def decide(
     quiet_for: float | None = None,
     settings: ScalingSettings = DEFAULTS,
     wanted: frozenset[str] = frozenset(),
+    fresh: frozenset[str] = frozenset(),
 ) -> ScaleDecision:
     """Decide at T0; `quiet_for` is how many seconds the queue has been empty (None: not quiet).
     The view counts the open pending tasks and lists the pinned ones, as the orchestrators
     read them from the store."""
     since: datetime | None = None if quiet_for is None else at(-quiet_for)
     open_count, pinned = split_pending(pending or [])
-    return decide_scaling(FleetView(states, open_count, pinned, since, T0, wanted), settings)
+    return decide_scaling(FleetView(states, open_count, pinned, since, T0, wanted, fresh),
+                          settings)
 
 
 def started(slot: str):
@@ -366,3 +368,25 @@ def test_at_max_with_every_worker_busy_the_wanted_worker_waits():
     decision = decide(fleet(BUSY, BUSY, STOPPED), settings=settings,
                       wanted=frozenset({"worker3"}))
     assert outcome(decision) == NOTHING
+
+
+# --- a worker bot just added with /addworker ---------------------------------------------
+
+
+def test_a_just_added_worker_starts_when_the_fleet_has_room() -> None:
+    states = {"worker1": IDLE, "worker2": STOPPED, "worker6": STOPPED}
+    decision = decide(states, fresh=frozenset({"worker6"}))
+    assert (decision.action, decision.slot) == started("worker6")
+    assert "added" in decision.reason
+
+
+def test_a_just_added_worker_does_not_push_out_a_running_one_at_max_workers() -> None:
+    states = {f"worker{i}": IDLE for i in range(1, 6)} | {"worker6": STOPPED}
+    decision = decide(states, fresh=frozenset({"worker6"}))
+    assert (decision.action, decision.slot) == NOTHING
+
+
+def test_a_pinned_task_starts_its_worker_before_a_just_added_one() -> None:
+    states = {"worker1": BUSY, "worker2": STOPPED, "worker6": STOPPED}
+    decision = decide(states, [task("t-1", pinned_worker="worker2")], fresh=frozenset({"worker6"}))
+    assert (decision.action, decision.slot) == started("worker2")

@@ -180,6 +180,27 @@ Call with (dict "ctx" $ "i" $i). */}}
 {{- end -}}
 {{- end -}}
 
+{{/* How many worker slots the chart provides for: workerTokens' ones, then the spare ones that
+/addworker fills (addWorker.spareSlots). Slot i (0-based) is worker{i+1} either way. */}}
+{{- define "fleetgram.slotCount" -}}
+{{- add (len .Values.workerTokens) (int ((.Values.addWorker | default dict).spareSlots | default 0)) -}}
+{{- end -}}
+
+{{/* The Secret the operator writes the token of spare slot i (0-based, over all slots) to. */}}
+{{- define "fleetgram.spareTokenSecret" -}}
+{{- printf "%s-worker%d-token" (include "fleetgram.fullname" .ctx) (add1 .i) -}}
+{{- end -}}
+
+{{/* /addworker's TOKEN_ENCRYPTION_KEY: addWorker.encryptionKey's Secret and key ("" unset). */}}
+{{- define "fleetgram.addWorkerKeySecret" -}}
+{{- $k := (.Values.addWorker | default dict).encryptionKey | default dict -}}
+{{- if $k.existingSecret -}}{{ $k.existingSecret }}{{- else if $k.value -}}{{ printf "%s-addworker-key" (include "fleetgram.fullname" .) }}{{- end -}}
+{{- end -}}
+{{- define "fleetgram.addWorkerKeyKey" -}}
+{{- $k := (.Values.addWorker | default dict).encryptionKey | default dict -}}
+{{- if $k.existingSecret -}}{{ $k.existingSecretKey | default "key" }}{{- else -}}key{{- end -}}
+{{- end -}}
+
 {{/* Fail early, with a message, on settings fleetgram cannot run without */}}
 {{- define "fleetgram.validate" -}}
 {{- if not .Values.telegram.allowedUserIds -}}
@@ -195,6 +216,12 @@ Call with (dict "ctx" $ "i" $i). */}}
 {{- if not (or $entry.existingSecret $entry.value) -}}
 {{- fail (printf "workerTokens[%d]: set existingSecret or value" $i) -}}
 {{- end -}}
+{{- end -}}
+{{- if and (gt (int ((.Values.addWorker | default dict).spareSlots | default 0)) 0) (not (include "fleetgram.addWorkerKeySecret" .)) -}}
+{{- fail "addWorker.encryptionKey: set existingSecret or value (a Fernet key) when addWorker.spareSlots is above 0" -}}
+{{- end -}}
+{{- if gt (int (include "fleetgram.slotCount" .)) 50 -}}
+{{- fail "workerTokens and addWorker.spareSlots together give more than 50 worker slots (a WorkerPool's limit)" -}}
 {{- end -}}
 {{- if gt (int .Values.scaling.minWorkers) (int .Values.scaling.maxWorkers) -}}
 {{- fail "scaling.minWorkers must not exceed scaling.maxWorkers" -}}
@@ -233,6 +260,13 @@ by name, only to wake a stopped worker). */}}
   value: {{ $.Values.telegram.apiUrl | quote }}
 - name: ALLOWED_USER_IDS
   value: {{ include "fleetgram.allowedUserIds" $ | quote }}
+{{- with include "fleetgram.addWorkerKeySecret" $ }}
+- name: TOKEN_ENCRYPTION_KEY
+  valueFrom:
+    secretKeyRef:
+      name: {{ . }}
+      key: {{ include "fleetgram.addWorkerKeyKey" $ }}
+{{- end }}
 {{- if eq .component "master" }}
 - name: MASTER_BOT_TOKEN
   valueFrom:

@@ -25,6 +25,21 @@ async def wait_ended(tasks: Iterable[asyncio.Future[object]]) -> None:
             task.exception()  # retrieved: no "exception was never retrieved" noise
 
 
+async def wait_event(event: asyncio.Event, seconds: float) -> bool:
+    """Wait for `event` at most `seconds`; True if it is set.
+
+    Not asyncio.wait_for: on Python 3.11 it returns normally when a cancellation of the caller
+    meets the event being set (https://github.com/python/cpython/issues/86296), and the loop
+    around it then never stops (a shutdown waiting for it waits forever). asyncio.timeout
+    tells its own cancellation from the caller's."""
+    try:
+        async with asyncio.timeout(max(seconds, 0.0)):
+            await event.wait()
+    except TimeoutError:
+        return event.is_set()
+    return True
+
+
 def being_cancelled() -> bool:
     """True when the running task itself has been asked to stop."""
     task = asyncio.current_task()

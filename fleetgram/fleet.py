@@ -41,7 +41,10 @@ async def start_bot(start: Awaitable[object], setting: str, settings: Settings,
                     who: str = "") -> object:
     """Start a bot (getMe first), bounded; what Telegram says becomes a StartupError."""
     try:
-        return await asyncio.wait_for(start, TELEGRAM_TIMEOUT)
+        # asyncio.timeout, not wait_for: on Python 3.11 wait_for returns the result of a start
+        # that ends just as the caller is cancelled, and the cancellation is lost.
+        async with asyncio.timeout(TELEGRAM_TIMEOUT):
+            return await start
     except StartupError:
         raise
     except Exception as exc:

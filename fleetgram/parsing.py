@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from fleetgram.domain import PRIORITY_DEFAULT, PRIORITY_MAX, PRIORITY_MIN
 
@@ -30,6 +30,8 @@ class PromptRequest:
     prompt: str
     priority: int = PRIORITY_DEFAULT
     pinned_worker: str | None = None
+    # Said by the user (!P, a word, /urgent), not the default; not part of what is asked.
+    priority_given: bool = field(default=False, compare=False)
 
 
 def make_title(prompt: str, limit: int = TITLE_MAX) -> str:
@@ -84,7 +86,8 @@ def parse_prompt(
         raise ParseError("Write the prompt after the priority, e.g. !1 fix the build.")
     if len(prompt) > PROMPT_MAX:
         raise ParseError(f"That prompt is {len(prompt)} characters; the limit is {PROMPT_MAX}.")
-    return PromptRequest(prompt, seen_priority or PRIORITY_DEFAULT, pinned)
+    return PromptRequest(prompt, seen_priority or PRIORITY_DEFAULT, pinned,
+                         priority_given=seen_priority is not None)
 
 
 def _resolve_worker(name: str, slots: Sequence[str], usernames: Mapping[str, str]) -> str:

@@ -408,6 +408,9 @@ class Workspace:
             raise WorkspaceError(f"git {args[0]} took longer than {limit:g}s") from None
         except BaseException:
             _signal_group(proc, signal.SIGKILL)
+            # Reaped here, not by the garbage collector once the loop may be closed.
+            with contextlib.suppress(BaseException):
+                await asyncio.wait_for(asyncio.shield(proc.wait()), 2.0)
             raise
         code = proc.returncode if proc.returncode is not None else -1
         result = _Run(code=code, out=out, err=err.decode("utf-8", "replace"))

@@ -33,7 +33,7 @@ from telegram.ext import (
     filters,
 )
 
-from fleetgram.aio import wait_ended
+from fleetgram.aio import wait_ended, wait_event
 from fleetgram.config import EngineKind, Settings
 from fleetgram.domain import (
     Attachment,
@@ -57,6 +57,7 @@ from fleetgram.master.views import (
     MASTER_COMMANDS,
     QUEUE_LINES,
     QueueCounts,
+    priority_label,
     queue_buttons,
     queue_view,
     receipt,
@@ -256,10 +257,8 @@ class MasterBot:
                     ambiguous += 1
                     continue
                 case Action.WAIT if verdict.until <= give_up_at:
-                    try:
-                        await asyncio.wait_for(self._stopping.wait(),
-                                               max(0.0, verdict.until - _monotonic()))
-                    except TimeoutError:
+                    if not await wait_event(self._stopping,
+                                            max(0.0, verdict.until - _monotonic())):
                         continue
             log.warning("answer not delivered", extra={
                 "chat_id": chat_id, "outcome": verdict.action.value,
@@ -539,10 +538,14 @@ class MasterBot:
             return
         note = ""
         if parent is not None:  # a reply: where the follow-up runs (master/followups.py)
-            plan = await resolve_follow_up(self.store, parent, states, request.prompt,
-                                           files=files)
+            plan = await resolve_follow_up(
+                self.store, parent, states, request.prompt, files=files,
+                priority=request.priority if request.priority_given else None)
             if plan.merge:
-                await self._say(chat_id, merged_note(parent, files=len(files)))
+                raised = request.priority_given and request.priority < parent.priority
+                await self._say(chat_id, merged_note(
+                    parent, files=len(files),
+                    raised_to=priority_label(request.priority) if raised else None))
                 return
             note = plan.note
             if not request.pinned_worker and plan.pinned_worker:

@@ -167,16 +167,18 @@ async def link_reply(
     return parent
 
 
-def merged_note(parent: Task, *, files: int = 0) -> str:
+def merged_note(parent: Task, *, files: int = 0, raised_to: str | None = None) -> str:
+    """`raised_to`: the priority the reply gave the task (e.g. "priority 1 (urgent)")."""
     what = ("your reply was added to its prompt" if not files else
             f"your reply and its {'file was' if files == 1 else f'{files} files were'} added "
             "to it")
-    return f"✏️ {parent.id} has not started yet: {what}, so it answers both."
+    raised = f"; it now has {raised_to}" if raised_to else ""
+    return f"✏️ {parent.id} has not started yet: {what}, so it answers both{raised}."
 
 
 async def resolve_follow_up(
     store: Store, parent: Task, states: Mapping[str, WorkerState], prompt: str,
-    *, files: Sequence[Attachment] = (),
+    *, files: Sequence[Attachment] = (), priority: int | None = None,
 ) -> Plan:
     """The plan for a reply to `parent`; a merge into the pending parent is done here (and
     reported as `Plan.merge`), the reply's `files` included. A parent claimed meanwhile is
@@ -194,7 +196,8 @@ async def resolve_follow_up(
             await store.add_attachments(parent.id, files)
             added = True
         merged = merged_prompt(parent.prompt, prompt)
-        if await store.update_pending_prompt(parent.id, merged, parent.title) is not None:
+        if await store.update_pending_prompt(parent.id, merged, parent.title,
+                                             priority=priority) is not None:
             return plan
         parent = await store.get_task(parent.id) or parent.with_(state=TaskState.FAILED)
     return Plan(note=f"{parent.id} is starting: the next free worker runs this after it.")

@@ -29,6 +29,7 @@ from typing import Any
 from telegram import Bot, InlineKeyboardMarkup
 from telegram.constants import ParseMode
 
+from fleetgram.aio import wait_event
 from fleetgram.domain import Event
 from fleetgram.master.followups import MASTER_BOT, NOTICE, RECEIPT
 from fleetgram.store.base import Store
@@ -135,10 +136,7 @@ class Outbox:
                 log.exception("outbox delivery failed; retrying")
                 progressed = False
             if not progressed:
-                try:
-                    await asyncio.wait_for(self._wake.wait(), self._idle_wait())
-                except TimeoutError:
-                    pass
+                await wait_event(self._wake, self._idle_wait())
 
     def _idle_wait(self) -> float:
         now = self.clock()

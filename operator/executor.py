@@ -27,6 +27,7 @@ from datetime import datetime
 from typing import Any, Protocol
 
 from fleetgram import metrics
+from fleetgram.aio import wait_event
 from fleetgram.domain import utcnow
 from fleetgram.kube.added_slots import with_added_slots
 from fleetgram.kube.objects import (
@@ -463,8 +464,7 @@ class Reconciler:
 
     @staticmethod
     async def _sleep(wake: asyncio.Event, seconds: float) -> None:
-        with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(wake.wait(), seconds)
+        await wait_event(wake, seconds)
 
     async def _settle(self, wake: asyncio.Event, namespace: str, name: str,
                       stopped: Callable[[], bool]) -> None:

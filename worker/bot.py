@@ -27,7 +27,7 @@ from telegram.ext import (
     filters,
 )
 
-from fleetgram.aio import wait_ended
+from fleetgram.aio import wait_ended, wait_event
 from fleetgram.claude.runner import ClaudeRunner
 from fleetgram.config import EngineKind, Settings
 from fleetgram.domain import (
@@ -258,8 +258,7 @@ class WorkerBot:
                 log.exception("claim failed", extra={"worker": self.slot})
                 task = None
             if task is None:
-                with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(self._wake.wait(), self.settings.poll_interval)
+                await wait_event(self._wake, self.settings.poll_interval)
                 continue
             self._running_task = asyncio.create_task(self._execute(task))
             try:

@@ -357,7 +357,8 @@ class ClusterStore:
         current = await self.get_task(archived.id)
         return current if current is not None else archived
 
-    async def update_pending_prompt(self, task_id: str, prompt: str, title: str) -> Task | None:
+    async def update_pending_prompt(self, task_id: str, prompt: str, title: str, *,
+                                    priority: int | None = None) -> Task | None:
         """The spec's prompt and title, in one write conditional on the version read as
         Pending: an assignment (or cancel) in between makes it 409, and the task, read again,
         is then no longer pending."""
@@ -366,10 +367,10 @@ class ClusterStore:
             obj = await self._read(task_id)
             if obj is None or task_of(obj).state is not TaskState.PENDING:
                 return None
-            patch = {
-                "metadata": {"resourceVersion": _rv(obj)},
-                "spec": {"prompt": prompt, "title": title[:TITLE_MAX]},
-            }
+            spec: dict[str, Any] = {"prompt": prompt, "title": title[:TITLE_MAX]}
+            if priority is not None and priority < task_of(obj).priority:
+                spec["priority"] = priority  # only ever more urgent
+            patch = {"metadata": {"resourceVersion": _rv(obj)}, "spec": spec}
             try:
                 new = await self.kube.patch_object(BOTTASKS, task_id, patch)
             except Conflict:

@@ -161,7 +161,8 @@ class Store(Protocol):
         chat, and message ids restart in each: `made_in` ("master", or a worker slot for
         tasks written directly in that worker's chat) says which bot's chat is meant."""
 
-    async def update_pending_prompt(self, task_id: str, prompt: str, title: str) -> Task | None:
+    async def update_pending_prompt(self, task_id: str, prompt: str, title: str, *,
+                                    priority: int | None = None) -> Task | None:
         """Replace a still-pending task's prompt and title (an edited message). None, and no
         change, if the task is no longer pending. Raises UnstorableText as create_task."""
 

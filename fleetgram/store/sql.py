@@ -365,14 +365,20 @@ class SqlStore(ABC):
             )
         return _task(row) if row is not None else None
 
-    async def update_pending_prompt(self, task_id: str, prompt: str, title: str) -> Task | None:
+    async def update_pending_prompt(self, task_id: str, prompt: str, title: str, *,
+                                    priority: int | None = None) -> Task | None:
         check_storable(prompt=prompt, title=title)
         async with self._write() as tx:
+            # A priority given only ever makes the task more urgent (a smaller number).
             row = await tx.fetchone(
-                "UPDATE tasks SET prompt = ?, title = ? "
+                "UPDATE tasks SET prompt = ?, title = ?, "
+                "priority = CASE WHEN CAST(? AS INTEGER) < priority THEN CAST(? AS INTEGER) "
+                "ELSE priority END "
                 "WHERE task_id = ? AND status = 'pending' RETURNING *",
                 prompt,
                 title,
+                priority,
+                priority,
                 task_id,
             )
         return _task(row) if row is not None else None

@@ -55,11 +55,13 @@ class FakeKubelet:
         self.started: list[str] = []
         self._task: asyncio.Task[None] | None = None
         self._down_until: dict[str, float] = {}
+        self._stopping = False
 
     async def start(self) -> None:
         self._task = asyncio.create_task(self._loop())
 
     async def stop(self) -> None:
+        self._stopping = True  # the loop ends even if a cancellation is lost in a pod's start
         if self._task is not None:
             self._task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
@@ -80,7 +82,7 @@ class FakeKubelet:
                 await pod.stop()
 
     async def _loop(self) -> None:
-        while True:
+        while not self._stopping:
             deployments = {
                 d["metadata"]["name"]: d
                 for d in self.emulator.objects("deployments", self.namespace)

@@ -87,8 +87,9 @@ async def test_the_workerpool_spec_is_left_as_helm_rendered_it(
         assert spec["spareSlots"] == rendered["spareSlots"]
 
 
+@pytest.mark.parametrize("database", ["reachable", "unreachable"])
 async def test_a_restarted_operator_keeps_the_added_worker_running(
-    kube_emulator: KubeEmulator, world: World
+    kube_emulator: KubeEmulator, world: World, database: str
 ) -> None:
     """A new operator process must not take worker3's Deployment for an orphan (a slot it
     does not know) before it has read the stored tokens, nor while the database is down."""
@@ -100,28 +101,12 @@ async def test_a_restarted_operator_keeps_the_added_worker_running(
             await kube_emulator.wait_for(
                 lambda: "fleetgram-worker3" in cluster.deployments(), 15)
         before = kube_emulator.get("deployments", "fleetgram-worker3", NS)["metadata"]["uid"]
-        with cluster.operator():  # a new operator: nothing in memory
+        # A new operator: nothing in memory.
+        with cluster.operator(database_url=UNREACHABLE if database == "unreachable" else None):
             task_id = await world.prompt("@worker3 again please")
             await wait_until(lambda: cluster.phase(task_id) == "Completed", 30, "completed")
         after = kube_emulator.get("deployments", "fleetgram-worker3", NS)["metadata"]["uid"]
         assert after == before
-        assert not kube_emulator.requests(verb="delete", plural="deployments",
-                                          name="fleetgram-worker3")
-
-
-async def test_an_operator_restarted_while_the_database_is_unreachable_keeps_it_too(
-    kube_emulator: KubeEmulator, world: World
-) -> None:
-    world.claude.script("still here", when="again")
-    cluster = with_spare_slots(kube_emulator, world)
-    async with cluster.bots():
-        with cluster.operator():
-            await add_worker(world)
-            await kube_emulator.wait_for(
-                lambda: "fleetgram-worker3" in cluster.deployments(), 15)
-        with cluster.operator(database_url=UNREACHABLE):
-            task_id = await world.prompt("@worker3 again please")
-            await wait_until(lambda: cluster.phase(task_id) == "Completed", 30, "completed")
         assert not kube_emulator.requests(verb="delete", plural="deployments",
                                           name="fleetgram-worker3")
 

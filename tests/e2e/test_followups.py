@@ -51,6 +51,16 @@ async def bot_message(user: SimUser, bot: str, substring: str) -> ChatMessage:
     return await user.wait_for(bot, lambda m: m.from_bot and substring in m.text, 15)
 
 
+async def queued_behind_a_busy_worker(world: World, fleet: Any,
+                                      prompt: str) -> tuple[str, ChatMessage]:
+    """With one worker kept busy by a task that hangs (`world.claude.hang_next(1)` first),
+    Ada's `prompt` waits: its task id and its receipt."""
+    blocker = await world.prompt("blocker keeps the worker busy")
+    await wait_task(fleet, blocker, TaskState.RUNNING)
+    waiting = await world.prompt(prompt)
+    return waiting, await bot_message(world.ada, MASTER, f"🆕 {waiting}")
+
+
 async def direct_task(fleet: Fleet, message_id: int) -> str:
     async def find() -> str | None:
         for task in await fleet.store.list_tasks(user_id=ADA):
@@ -117,10 +127,8 @@ async def test_a_reply_to_the_receipt_of_a_pending_task_is_added_to_its_prompt(
     world.claude.hang_next(1)  # the first task keeps the only worker busy
     async with world.fleet(MAX_WORKERS=1, CLAUDE_TIMEOUT=120) as fleet:
         await world.open_chats(world.ada)
-        blocker = await world.prompt("blocker keeps the worker busy")
-        await wait_task(fleet, blocker, TaskState.RUNNING)
-        waiting = await world.prompt("write the release notes")
-        receipt = await bot_message(world.ada, MASTER, f"🆕 {waiting}")
+        waiting, receipt = await queued_behind_a_busy_worker(
+            world, fleet, "write the release notes")
 
         await world.ada.reply(MASTER, receipt.message_id, "mention the new logo too")
 

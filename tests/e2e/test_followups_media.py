@@ -14,7 +14,13 @@ from fleetgram.emulators.telegram_api import SimUser
 from fleetgram.emulators.transcribe_api import TranscribeEmulator
 from tests.e2e.agent_world import agent_overrides
 from tests.e2e.harness import MASTER, World, task_id_in, wait_task, wait_until, worker_bot
-from tests.e2e.test_followups import bot_message, direct_task, request_for, request_text
+from tests.e2e.test_followups import (
+    bot_message,
+    direct_task,
+    queued_behind_a_busy_worker,
+    request_for,
+    request_text,
+)
 from tests.e2e.test_voice import transcriber, voice_settings  # noqa: F401 (a fixture)
 from tests.emulators.agent_script import AgentStory, install, say
 
@@ -107,10 +113,8 @@ async def test_an_album_replying_to_a_pending_tasks_receipt_adds_its_photos_to_t
     world.claude.hang_next(1)  # the first task keeps the only worker busy
     async with world.fleet(MAX_WORKERS=1, CLAUDE_TIMEOUT=120) as fleet:
         await world.open_chats(world.ada, 1)
-        blocker = await world.prompt("blocker keeps the worker busy")
-        await wait_task(fleet, blocker, TaskState.RUNNING)
-        waiting = await world.prompt("design the release banner")
-        receipt = await bot_message(world.ada, MASTER, f"🆕 {waiting}")
+        waiting, receipt = await queued_behind_a_busy_worker(
+            world, fleet, "design the release banner")
 
         await reply_with_album(world.ada, MASTER, receipt.message_id,
                                ["", "use these two logos"], group="15001")
@@ -140,6 +144,37 @@ async def test_urgent_replying_to_a_done_notice_is_an_urgent_follow_up(world: Wo
         body = await wait_until(lambda: request_for(world, "which number was it"), 10,
                                 "the follow-up's Claude request")
     assert "remember the number 42" in request_text(body)
+
+
+async def test_urgent_replying_to_a_pending_tasks_receipt_makes_that_task_urgent(
+    world: World,
+) -> None:
+    world.claude.hang_next(1)  # the first task keeps the only worker busy
+    async with world.fleet(MAX_WORKERS=1, CLAUDE_TIMEOUT=120) as fleet:
+        await world.open_chats(world.ada)
+        waiting, receipt = await queued_behind_a_busy_worker(world, fleet, "!8 tidy the changelog")
+
+        await world.ada.reply(MASTER, receipt.message_id, "/urgent the release is today")
+
+        note = await bot_message(world.ada, MASTER, f"✏️ {waiting} has not started yet")
+        assert "it now has priority 1 (urgent)" in note.text
+        task = await fleet.store.get_task(waiting)
+        assert task is not None and task.priority == 1
+        assert "the release is today" in task.prompt
+
+
+async def test_a_plain_reply_to_a_pending_task_leaves_its_priority(world: World) -> None:
+    world.claude.hang_next(1)
+    async with world.fleet(MAX_WORKERS=1, CLAUDE_TIMEOUT=120) as fleet:
+        await world.open_chats(world.ada)
+        waiting, receipt = await queued_behind_a_busy_worker(world, fleet, "!8 tidy the changelog")
+
+        await world.ada.reply(MASTER, receipt.message_id, "and the readme")
+
+        note = await bot_message(world.ada, MASTER, f"✏️ {waiting} has not started yet")
+        assert "priority" not in note.text
+        task = await fleet.store.get_task(waiting)
+        assert task is not None and task.priority == 8
 
 
 async def test_a_document_replying_to_a_worker_answer_continues_there(world: World) -> None:

@@ -135,6 +135,17 @@ async def test_an_edit_of_a_pending_task_changes_the_bottask_and_the_record(
     assert await store.inner.get_task(task.id) == edited
 
 
+async def test_an_edit_with_a_more_urgent_priority_raises_the_bottasks_only_that_way(
+    store: ClusterStore, emu: KubeEmulator
+) -> None:
+    task = await store.create_task(make_task(priority=8))
+    edited = await store.update_pending_prompt(task.id, "now urgent", "now", priority=1)
+    assert edited is not None and edited.priority == 1
+    assert bottask(emu, task.id)["spec"]["priority"] == 1
+    again = await store.update_pending_prompt(task.id, "later", "later", priority=9)
+    assert again is not None and bottask(emu, task.id)["spec"]["priority"] == 1
+
+
 async def test_an_edit_of_an_assigned_task_changes_nothing(
     store: ClusterStore, emu: KubeEmulator
 ) -> None:

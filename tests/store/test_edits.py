@@ -78,3 +78,18 @@ async def test_the_same_message_id_in_the_master_and_a_worker_chat_finds_each_on
     assert await store.find_task_by_message(2, 7, made_in="master") == older
     assert await store.find_task_by_message(2, 7, made_in="worker2") == direct
     assert await store.find_task_by_message(2, 7, made_in="worker1") is None
+
+
+async def test_an_edit_with_a_more_urgent_priority_raises_the_tasks(store: SqlStore) -> None:
+    task = await store.create_task(make_task(priority=8))
+    edited = await store.update_pending_prompt(task.id, "now urgent", "now", priority=1)
+    assert edited is not None and edited.priority == 1
+    assert (await store.get_task(task.id)).priority == 1  # type: ignore[union-attr]
+
+
+async def test_an_edit_never_makes_a_task_less_urgent(store: SqlStore) -> None:
+    task = await store.create_task(make_task(priority=2))
+    edited = await store.update_pending_prompt(task.id, "later", "later", priority=9)
+    assert edited is not None and edited.priority == 2
+    unchanged = await store.update_pending_prompt(task.id, "again", "again")
+    assert unchanged is not None and unchanged.priority == 2

@@ -26,7 +26,8 @@ class _Store:
     async def add_attachments(self, task_id: str, files: list[Attachment]) -> None:
         self.calls.append(("files", (task_id, [f.name for f in files])))
 
-    async def update_pending_prompt(self, task_id: str, prompt: str, title: str) -> Task | None:
+    async def update_pending_prompt(self, task_id: str, prompt: str, title: str, *,
+                                    priority: int | None = None) -> Task | None:
         tried = sum(1 for kind, _ in self.calls if kind == "prompt")
         self.calls.append(("prompt", (task_id, prompt)))
         if self.claimed_after is not None and tried >= self.claimed_after:

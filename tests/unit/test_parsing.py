@@ -205,3 +205,9 @@ def test_a_cut_title_does_not_end_in_a_space_before_the_ellipsis():
     title = make_title("word " * 20)
     assert title.endswith("word…")
     assert len(title) <= 60
+
+
+def test_a_priority_the_user_gave_is_told_from_the_default() -> None:
+    assert parse_prompt("!3 fix it", ["worker1"]).priority_given
+    assert parse_prompt("fix it", ["worker1"], priority=1).priority_given  # /urgent
+    assert not parse_prompt("fix it", ["worker1"]).priority_given

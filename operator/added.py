@@ -153,7 +153,8 @@ class AddedWorkers:
         # Until the first read, a round waits for it (a start must see the added slots).
         wait = ROUND_WAIT if self._read_once else READ_TIMEOUT
         with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(asyncio.shield(self._reading), wait)
+            async with asyncio.timeout(wait):  # (not wait_for: it can lose a cancel on 3.11)
+                await asyncio.shield(self._reading)
 
     async def _refresh(self) -> None:
         try:

@@ -38,6 +38,7 @@ from fleetgram.kube.objects import (
     labels_for,
 )
 from fleetgram.operator.added import AddedWorkers
+from fleetgram.operator.announcer import Announcer
 from fleetgram.operator.kubeapi import (
     Conflict,
     Forbidden,
@@ -323,6 +324,7 @@ class Reconciler:
         self.wakeup = wakeup
         self.added = added  # /addworker's slots (None: only spec.tokenSecrets)
         self.outbox: Outbox = outbox or NullOutbox()
+        self.announcer = Announcer(self.outbox)
         self.config = config or OperatorConfig()
         self.clock = clock
         self.notify = notify
@@ -339,6 +341,7 @@ class Reconciler:
             self._waking.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._waking
+        await self.announcer.close()  # before the store it writes to
         if self.added is not None:
             await self.added.close()  # before the store its read uses
         close = getattr(self.outbox, "close", None)
@@ -568,7 +571,8 @@ class Reconciler:
             return
         self._waking = asyncio.create_task(self._signal(signal), name="wake-workers")
         with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(asyncio.shield(self._waking), self.wake_wait)
+            async with asyncio.timeout(self.wake_wait):  # (wait_for can lose a cancel on 3.11)
+                await asyncio.shield(self._waking)
 
     async def _signal(self, signal: Callable[[], Awaitable[None]]) -> None:
         try:
@@ -615,11 +619,8 @@ class Reconciler:
                 "resourceVersion": written["metadata"]["resourceVersion"], "labels": q.labels}})
         except KubeError as exc:
             self._note(out, f"label {q.task}", exc)  # repaired by a later round
-        try:
-            e = q.event
-            await self.outbox.add_event(e.kind, e.payload, task_id=e.task_id, chat_id=e.chat_id)
-        except Exception:
-            log.exception("could not announce %s of %s", q.event.kind, q.task)
+        # Written in order, in the background when the database is slow (operator/announcer.py).
+        await self.announcer.announce(q.event)
 
     async def _create(self, ns: str, c: Create, memory: Memory, out: Outcome) -> None:
         owner = c.manifest["metadata"]["ownerReferences"][0]

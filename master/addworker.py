@@ -157,7 +157,8 @@ class Onboarding:
                                      reply_markup=ReplyKeyboardRemove())
             return
         try:
-            slot = await self._add(token, created.id, created.username or str(created.id))
+            slot = await self._add(token, created.id, created.username or str(created.id),
+                                   message.chat_id)
         except NoSpareSlot:
             await message.reply_text(f"@{created.username} was not added to the fleet: "
                                      f"{no_spare_slot()}", reply_markup=ReplyKeyboardRemove())
@@ -166,9 +167,13 @@ class Onboarding:
             await message.reply_text(f"@{created.username} is already in the fleet.",
                                      reply_markup=ReplyKeyboardRemove())
             return
-        await message.reply_text(f"{slot} (@{created.username}) joined; press Start in its "
-                                 f"chat: t.me/{created.username}",
-                                 reply_markup=ReplyKeyboardRemove())
+        if self._cluster:  # the operator says here when it starts it (operator/added.py)
+            joined = (f"{slot} (@{created.username}) is added; the operator starts its worker "
+                      f"now. Press Start in its chat: t.me/{created.username}")
+        else:
+            joined = (f"{slot} (@{created.username}) joined; press Start in its chat: "
+                      f"t.me/{created.username}")
+        await message.reply_text(joined, reply_markup=ReplyKeyboardRemove())
 
     @property
     def _cluster(self) -> bool:
@@ -188,7 +193,8 @@ class Onboarding:
             return no_spare_slot()
         return None
 
-    async def _add(self, token: str, bot_id: int, username: str) -> str | None:
+    async def _add(self, token: str, bot_id: int, username: str,
+                   chat_id: int | None = None) -> str | None:
         """Store the token encrypted and add its slot. On a single host the worker starts
         here if MAX_WORKERS allows (otherwise the orchestrator starts it when it is wanted);
         on Kubernetes the operator writes its Secret and starts it (operator/added.py).
@@ -204,7 +210,8 @@ class Onboarding:
             if slot is None:
                 raise NoSpareSlot
             # Stored before it joins the pool: a crash in between loses nothing.
-            await self.store.add_managed_token(slot, bot_id, username, cipher.encrypt(token))
+            await self.store.add_managed_token(slot, bot_id, username, cipher.encrypt(token),
+                                               chat_id=chat_id)
             if self._cluster:
                 log.info("a worker bot's token is stored for the operator",
                          extra={"worker": slot})

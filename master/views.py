@@ -310,6 +310,12 @@ def render_event(event: Event) -> str | None:
     if event.kind == "undelivered":
         return (f"⚠️ <b>{tid}</b>'s answer could not be shown in {p.get('worker')}'s chat "
                 f"(Telegram kept failing); here it is.\n{title}")
+    if event.kind == "worker_added":  # Kubernetes: the operator wrote its Secret
+        return (f"🤖 {escape(str(p.get('worker')))} (@{escape(str(p.get('username')))}) joined "
+                "the fleet: its worker is starting.")
+    if event.kind == "worker_not_added":
+        return (f"⚠️ {escape(str(p.get('worker')))} (@{escape(str(p.get('username')))}) could "
+                f"not join the fleet: {escape(str(p.get('reason', '')))}")
     if event.kind == "blocked" and p.get("reason") == "unreachable":
         return (
             f"⚠️ {p.get('worker')}'s chat is unreachable (Telegram keeps failing). "

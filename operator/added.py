@@ -25,6 +25,7 @@ from typing import Any, Protocol
 
 from fleetgram.kube.added_slots import SpareSlot, spare_slots, token_slot_names
 from fleetgram.kube.objects import LABEL_POOL, LABEL_SLOT
+from fleetgram.operator.announcer import Announcer, Note
 from fleetgram.operator.kubeapi import Conflict, KubeApi, KubeError, secrets_path
 from fleetgram.operator.manifests import owner_reference
 from fleetgram.operator.reconcile import Notice
@@ -74,11 +75,14 @@ class AddedWorkers:
     def __init__(self, api: KubeApi, tokens: StoredTokens, key: str | None, *,
                  poke: Callable[[], None] = lambda: None,
                  clock: Callable[[], float] = time.monotonic,
-                 refresh: float = REFRESH, retry: float = RETRY) -> None:
+                 refresh: float = REFRESH, retry: float = RETRY,
+                 announcer: Announcer | None = None) -> None:
         self.api = api
         self.tokens = tokens
         self._cipher = TokenCipher(key) if key else None
         self._poke = poke
+        # Tells the chat a bot was added from whether its worker starts (None: nobody).
+        self.announcer = announcer
         self._clock = clock
         self._refresh_every, self._retry = refresh, retry
         self._rows: list[Any] = []
@@ -122,25 +126,37 @@ class AddedWorkers:
                     f"bot's token to workerTokens to run it again", warning=True))
                 continue
             if (namespace, uid, row.slot) not in self._written:
-                problem = await self._write(pool, spare, row)
+                problem, created = await self._write(pool, spare, row)
                 if problem is not None:
-                    self._report(namespace, row.slot, notify,
-                                 Notice("AddedWorkerNotStarted", problem, warning=True))
+                    if self._report(namespace, row.slot, notify,
+                                    Notice("AddedWorkerNotStarted", problem, warning=True)):
+                        await self._tell(row, "worker_not_added", reason=problem)
                     continue
                 self._written.add((namespace, uid, row.slot))
                 self._fresh.setdefault((namespace, name), set()).add(row.slot)
-                notify(Notice("WorkerAdded",
-                              f"{row.slot} (@{row.username}) joined the pool from /addworker"))
+                if created:  # not after a restart, when the Secret was there already
+                    notify(Notice("WorkerAdded",
+                                  f"{row.slot} (@{row.username}) joined the pool from /addworker"))
+                    await self._tell(row, "worker_added")
             running.add(row.slot)
         return running
 
     def _report(self, namespace: str, slot: str, notify: Callable[[Notice], None],
-                notice: Notice) -> None:
-        if (namespace, slot, notice.reason) not in self._reported:
-            self._reported.add((namespace, slot, notice.reason))
-            log.warning("an added worker is not run",
-                        extra={"worker": slot, "reason": notice.message})
-            notify(notice)
+                notice: Notice) -> bool:
+        """Post `notice` once per process; True the first time."""
+        if (namespace, slot, notice.reason) in self._reported:
+            return False
+        self._reported.add((namespace, slot, notice.reason))
+        log.warning("an added worker is not run", extra={"worker": slot, "reason": notice.message})
+        notify(notice)
+        return True
+
+    async def _tell(self, row: Any, kind: str, **extra: str) -> None:
+        """An outbox notice to the chat the bot was added from (master/views.render_event)."""
+        if self.announcer is None or getattr(row, "chat_id", None) is None:
+            return
+        await self.announcer.announce(Note(kind, {"worker": row.slot, "username": row.username,
+                                                  **extra}, chat_id=row.chat_id))
 
     async def _read(self) -> None:
         """Read the stored tokens when due. A round waits `ROUND_WAIT` for the read at most
@@ -184,22 +200,24 @@ class AddedWorkers:
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await self._reading
 
-    async def _write(self, pool: Mapping[str, Any], spare: SpareSlot, row: Any) -> str | None:
-        """Write the slot's Secret; None when it is there, else why not."""
+    async def _write(self, pool: Mapping[str, Any], spare: SpareSlot,
+                     row: Any) -> tuple[str | None, bool]:
+        """Write the slot's Secret: (why not, or None when it is there; whether this call
+        created it)."""
         if self._cipher is None:
             return (f"{spare.slot} (@{row.username}) was added with /addworker, but the "
-                    f"operator has no {KEY_SETTING} to read its token")
+                    f"operator has no {KEY_SETTING} to read its token"), False
         try:
             token = self._cipher.decrypt(row.token_encrypted)
         except WrongKey:
             return (f"{spare.slot} (@{row.username}): its stored token does not decrypt with "
-                    f"the operator's {KEY_SETTING} (it must be the master's)")
+                    f"the operator's {KEY_SETTING} (it must be the master's)"), False
         namespace = pool["metadata"].get("namespace") or "default"
         try:
             await self.api.create(secrets_path(namespace), secret_manifest(pool, spare, token))
         except Conflict:
-            pass  # written before (this operator before a restart, or another replica)
+            return None, False  # written before (this operator before a restart, or a replica)
         except KubeError as exc:
-            return f"{spare.slot}: could not write its token Secret {spare.secret}: {exc}"
+            return f"{spare.slot}: could not write its token Secret {spare.secret}: {exc}", False
         log.info("an added worker's token Secret is written", extra={"worker": spare.slot})
-        return None
+        return None, True

@@ -16,6 +16,7 @@ import asyncio
 import collections
 import contextlib
 import logging
+from dataclasses import dataclass
 from typing import Any, Protocol
 
 from fleetgram.aio import wait_event
@@ -35,6 +36,16 @@ class Announcement(Protocol):
     payload: dict[str, Any]
     task_id: str | None
     chat_id: int | None
+
+
+@dataclass(frozen=True)
+class Note:
+    """An announcement that is about no task (a worker added with /addworker)."""
+
+    kind: str
+    payload: dict[str, Any]
+    chat_id: int | None
+    task_id: str | None = None
 
 
 class Announcer:

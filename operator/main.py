@@ -73,7 +73,8 @@ def build_registry(
     registry = kopf.OperatorRegistry()
     reconciler = Reconciler(api, outbox, config, notify=post_notice, wakeup=wakeup)
     if isinstance(outbox, StoreOutbox):
-        reconciler.added = AddedWorkers(api, outbox, token_key, poke=reconciler.poke)
+        reconciler.added = AddedWorkers(api, outbox, token_key, poke=reconciler.poke,
+                                        announcer=reconciler.announcer)
     register(registry, reconciler)
     return registry, reconciler
 

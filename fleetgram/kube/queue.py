@@ -660,8 +660,9 @@ class ClusterStore:
         """Nothing to do: the slots are the WorkerPool's spec.tokenSecrets."""
 
     async def add_managed_token(self, slot: str, bot_id: int, username: str,
-                                token_encrypted: bytes) -> None:
-        await self.inner.add_managed_token(slot, bot_id, username, token_encrypted)
+                                token_encrypted: bytes, *, chat_id: int | None = None) -> None:
+        await self.inner.add_managed_token(slot, bot_id, username, token_encrypted,
+                                           chat_id=chat_id)
 
     async def managed_tokens(self) -> list[Any]:
         return await self.inner.managed_tokens()

@@ -105,6 +105,7 @@ class ManagedToken:
     username: str
     token_encrypted: bytes
     created_at: datetime
+    chat_id: int | None = None  # where it was added from (migration 0009)
 
 
 @dataclass(frozen=True)
@@ -265,8 +266,9 @@ class Store(Protocol):
     async def get_slots(self) -> list[WorkerSlot]: ...
 
     async def add_managed_token(self, slot: str, bot_id: int, username: str,
-                                token_encrypted: bytes) -> None:
-        """Keep an encrypted worker token added with /addworker (migration 0008)."""
+                                token_encrypted: bytes, *, chat_id: int | None = None) -> None:
+        """Keep an encrypted worker token added with /addworker (migration 0008), and the chat
+        it was added from (0009)."""
 
     async def managed_tokens(self) -> list[ManagedToken]:
         """The tokens added with /addworker, oldest first."""

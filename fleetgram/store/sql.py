@@ -756,12 +756,12 @@ class SqlStore(ABC):
                 await self._ensure_slot(tx, name)
 
     async def add_managed_token(self, slot: str, bot_id: int, username: str,
-                                token_encrypted: bytes) -> None:
+                                token_encrypted: bytes, *, chat_id: int | None = None) -> None:
         async with self._write() as tx:
             await tx.execute(
-                "INSERT INTO managed_tokens (slot, bot_id, username, token_encrypted, created_at)"
-                " VALUES (?, ?, ?, ?, ?)", slot, bot_id, username, bytes(token_encrypted),
-                utcnow(),
+                "INSERT INTO managed_tokens (slot, bot_id, username, token_encrypted, created_at,"
+                " chat_id) VALUES (?, ?, ?, ?, ?, ?)", slot, bot_id, username,
+                bytes(token_encrypted), utcnow(), chat_id,
             )
             await tx.notify(Channel.WORKERS)
 
@@ -769,7 +769,8 @@ class SqlStore(ABC):
         async with self._read() as tx:
             rows = await tx.fetchall("SELECT * FROM managed_tokens ORDER BY created_at, slot")
         return [ManagedToken(row["slot"], int(row["bot_id"]), row["username"],
-                             bytes(row["token_encrypted"]), _required_dt(row["created_at"]))
+                             bytes(row["token_encrypted"]), _required_dt(row["created_at"]),
+                             None if row["chat_id"] is None else int(row["chat_id"]))
                 for row in rows]
 
     async def get_slots(self) -> list[WorkerSlot]:

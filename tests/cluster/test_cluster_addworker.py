@@ -38,7 +38,9 @@ async def test_a_bot_created_from_telegram_becomes_worker3_and_runs_a_pinned_pro
     cluster = with_spare_slots(kube_emulator, world)
     async with cluster.running():
         joined = await add_worker(world)
-        assert f"worker3 (@{NEW_BOT}) joined; press Start in its chat" in joined
+        assert f"worker3 (@{NEW_BOT}) is added; the operator starts its worker now" in joined
+        started = await world.ada.wait_for_text(MASTER, "🤖 worker3", timeout=15)
+        assert started.text == f"🤖 worker3 (@{NEW_BOT}) joined the fleet: its worker is starting."
         await world.ada.start(NEW_BOT)
         task_id = await world.prompt("@worker3 greet me")
         await wait_until(lambda: cluster.phase(task_id) == "Completed", 30, "completed")
@@ -109,6 +111,18 @@ async def test_a_restarted_operator_keeps_the_added_worker_running(
         assert after == before
         assert not kube_emulator.requests(verb="delete", plural="deployments",
                                           name="fleetgram-worker3")
+
+
+async def test_an_operator_without_the_key_says_so_in_the_chat_the_bot_was_added_from(
+    kube_emulator: KubeEmulator, world: World
+) -> None:
+    cluster = with_spare_slots(kube_emulator, world)
+    cluster.env.pop("TOKEN_ENCRYPTION_KEY")  # the operator's, here (the master has its own)
+    async with cluster.running():
+        await add_worker(world)
+        said = await world.ada.wait_for_text(MASTER, "could not join the fleet", timeout=15)
+        assert "TOKEN_ENCRYPTION_KEY" in said.text and said.text.startswith("⚠️ worker3")
+        assert kube_emulator.get("secrets", "fleetgram-worker3-token", NS) is None
 
 
 async def test_workers_lists_the_added_worker(kube_emulator: KubeEmulator,

@@ -32,7 +32,7 @@ async def add_worker(world: World) -> str:
     await world.ada.send(MASTER, "/addworker")
     await world.ada.wait_for(MASTER, offers_the_button)
     await world.ada.create_managed_bot(MASTER, "Ada's helper", NEW_BOT)
-    return (await world.ada.wait_for_text(MASTER, "joined")).text
+    return (await world.ada.wait_for_text(MASTER, "in its chat: t.me/")).text
 
 
 async def test_addworker_offers_the_one_tap_button(world: World) -> None:

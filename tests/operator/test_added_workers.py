@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import dataclasses
 import logging
 from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
@@ -229,3 +230,47 @@ async def test_once_read_a_round_does_not_wait_for_a_slow_read(
     assert pokes == [1, 1]  # the signal's round, then the one the finished read asks for
     assert await workers.slots(pool(), lambda n: None) == {"worker3"}
     await workers.close()
+
+
+class Told:
+    """An announcer double: what the chat the bot was added from is told."""
+
+    def __init__(self) -> None:
+        self.said: list[tuple[str, int | None, dict[str, Any]]] = []
+
+    async def announce(self, note: Any) -> None:
+        self.said.append((note.kind, note.chat_id, note.payload))
+
+
+def told_row(**kw: Any) -> ManagedToken:
+    return dataclasses.replace(row(**kw), chat_id=1111)
+
+
+async def test_the_chat_a_bot_was_added_from_is_told_when_its_secret_is_written() -> None:
+    told = Told()
+    workers = added(FakeApi(), FakeTokens([told_row()]))
+    workers.announcer = told  # type: ignore[assignment]
+    await workers.slots(pool(), lambda n: None)
+    await workers.slots(pool(), lambda n: None)
+    assert told.said == [("worker_added", 1111, {"worker": "worker3",
+                                                  "username": "ada_helper_bot"})]
+
+
+async def test_nobody_is_told_again_after_a_restart_found_the_secret_written() -> None:
+    told = Told()
+    workers = added(FakeApi(error=Conflict(409, "AlreadyExists", "exists")),
+                    FakeTokens([told_row()]))
+    workers.announcer = told  # type: ignore[assignment]
+    assert await workers.slots(pool(), lambda n: None) == {"worker3"}
+    assert told.said == []
+
+
+async def test_the_chat_is_told_once_why_the_worker_cannot_join() -> None:
+    told = Told()
+    workers = added(FakeApi(), FakeTokens([told_row(key=OTHER_KEY)]))
+    workers.announcer = told  # type: ignore[assignment]
+    for _ in range(3):
+        await workers.slots(pool(), lambda n: None)
+    ((kind, chat, payload),) = told.said
+    assert (kind, chat) == ("worker_not_added", 1111)
+    assert "does not decrypt" in payload["reason"]

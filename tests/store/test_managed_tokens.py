@@ -26,3 +26,9 @@ async def test_a_slot_holds_one_token(store: SqlStore) -> None:
     with pytest.raises(Exception):  # noqa: B017 (each engine raises its own IntegrityError)
         await store.add_managed_token("worker6", 2, "second_bot", b"b")
     assert len(await store.managed_tokens()) == 1
+
+
+async def test_the_chat_a_token_was_added_from_is_kept(store: SqlStore) -> None:
+    await store.add_managed_token("worker6", 1, "first_bot", b"a", chat_id=1234567890123)
+    await store.add_managed_token("worker7", 2, "second_bot", b"b")
+    assert [r.chat_id for r in await store.managed_tokens()] == [1234567890123, None]

@@ -111,13 +111,14 @@ class Onboarding:
         if not self._may_add(user.id):
             await message.reply_text("Only the fleet's admins (ADMIN_USER_IDS) can add workers.")
             return
-        problem = await self._setup_problem()
-        if problem is not None:
-            await message.reply_text(problem)
+        if not self.settings.token_encryption_key:
+            await message.reply_text(self._not_configured())
+            return
+        slot = await self._next_slot()  # read once: on Kubernetes it reads the pool and the DB
+        if slot is None:
+            await message.reply_text(no_spare_slot())
             return
         master = context.bot.username
-        slot = await self._next_slot()
-        assert slot is not None  # _setup_problem said there is one
         button = KeyboardButton(BUTTON_TEXT, request_managed_bot=KeyboardButtonRequestManagedBot(
             request_id=REQUEST_ID, suggested_name=f"Claude {slot}",
             suggested_username=suggested_username(master, slot)))
@@ -140,8 +141,8 @@ class Onboarding:
         refusal = None
         if not self._may_add(user.id):
             refusal = "only the fleet's admins (ADMIN_USER_IDS) can add workers."
-        else:
-            refusal = await self._setup_problem()
+        elif not self.settings.token_encryption_key:
+            refusal = self._not_configured()
         if refusal is not None:
             await message.reply_text(f"@{created.username} was not added to the fleet: "
                                      f"{refusal}", reply_markup=ReplyKeyboardRemove())
@@ -185,13 +186,8 @@ class Onboarding:
             return await self.store.next_added_slot()  # type: ignore[attr-defined,no-any-return]
         return tokens.next_slot(self.settings)
 
-    async def _setup_problem(self) -> str | None:
-        """Why /addworker cannot add a bot now (None: it can)."""
-        if not self.settings.token_encryption_key:
-            return cluster_not_configured() if self._cluster else not_configured()
-        if self._cluster and await self._next_slot() is None:
-            return no_spare_slot()
-        return None
+    def _not_configured(self) -> str:
+        return cluster_not_configured() if self._cluster else not_configured()
 
     async def _add(self, token: str, bot_id: int, username: str,
                    chat_id: int | None = None) -> str | None:
